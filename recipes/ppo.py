@@ -1,0 +1,69 @@
+"""Stage 3b, RLHF with PPO: the SFT model answers prompts, the judge scores the answers, PPO moves the model toward
+what the judge prefers while a KL penalty keeps it near the SFT reference.
+
+    accelerate launch --config_file accelerate_config.yaml recipes/ppo.py --config recipes/toy/ppo.yaml
+
+Four models share one vocabulary: the policy and its frozen reference (both from `model_name_or_path`, the SFT
+checkpoint), the judge and the value model (both from `reward_model_path`).
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import set_seed
+from trl import ModelConfig, get_peft_config
+from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+from toyllm.data import load_data
+from toyllm.model import check_same_vocabulary, load_causal_lm, load_scorer, load_tokenizer
+from toyllm.stage import parse_recipe_args, save_stage, setup_logging
+
+
+@dataclass
+class PPOScriptArguments:
+    dataset_name: str = field(default="data/prompts.jsonl", metadata={"help": "Prompt-only JSONL or Hub dataset id."})
+
+
+ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
+
+
+def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
+    setup_logging(training_args)
+    set_seed(training_args.seed)  # PPO shuffles mini-batches with numpy; seed it like the other trainers do
+
+    # Models & tokenizer: prompts are left-padded so every response starts at the same index.
+    tokenizer = load_tokenizer(model_args, padding_side="left")
+    policy = load_causal_lm(model_args.model_name_or_path, model_args)
+    ref_policy = None if model_args.use_peft else load_causal_lm(model_args.model_name_or_path, model_args)
+    reward_model = load_scorer(training_args.reward_model_path, model_args, tokenizer.pad_token_id)
+    value_model = load_scorer(training_args.reward_model_path, model_args, tokenizer.pad_token_id)
+    check_same_vocabulary(tokenizer, policy, reward_model, value_model)
+
+    # Dataset: PPO wants pre-tokenized prompts and nothing else.
+    dataset = load_data(script_args.dataset_name)
+
+    def tokenize(row: dict) -> dict:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        return {"input_ids": tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]}
+
+    dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
+
+    # Training
+    trainer = PPOTrainer(
+        args=training_args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref_policy,
+        reward_model=reward_model,
+        value_model=value_model,
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    save_stage(trainer, "ppo", model_args.model_name_or_path, script_args.dataset_name)
+
+
+if __name__ == "__main__":
+    main(*parse_recipe_args(ARGUMENT_TYPES))

@@ -1,0 +1,66 @@
+"""Stage 1, pre-training: next-word prediction turns the random baby model into a completer.
+
+    accelerate launch --config_file accelerate_config.yaml recipes/pretrain.py --config recipes/toy/pretrain.yaml
+
+With `from_scratch: true` the recipe first trains the word-level vocabulary on `data_dir` and saves a random GPT-2
+built from `toy_config/` to `model_name_or_path` (the `random` stage); otherwise it continues pre-training any causal
+LM checkpoint.
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from trl import ModelConfig
+
+from toyllm.data import load_data
+from toyllm.model import build_random_checkpoint, load_causal_lm, load_tokenizer
+from toyllm.stage import parse_recipe_args, save_stage, setup_logging
+
+
+@dataclass
+class PretrainScriptArguments:
+    dataset_name: str = field(default="data/pretrain.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
+    dataset_text_field: str = field(default="text", metadata={"help": "Column holding the raw text."})
+    from_scratch: bool = field(default=False, metadata={"help": "Build tokenizer + random model first."})
+    toy_config_dir: str = field(default="toy_config", metadata={"help": "Architecture and tokenizer spec."})
+    data_dir: str = field(default="data", metadata={"help": "Folder whose text the vocabulary is trained on."})
+
+
+ARGUMENT_TYPES = (PretrainScriptArguments, TrainingArguments, ModelConfig)
+
+
+def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> None:
+    setup_logging(training_args)
+
+    # Model & tokenizer
+    if script_args.from_scratch:
+        build_random_checkpoint(
+            script_args.data_dir, script_args.toy_config_dir, model_args.model_name_or_path, training_args.seed
+        )
+    tokenizer = load_tokenizer(model_args)
+    model = load_causal_lm(model_args.model_name_or_path, model_args)
+
+    # Dataset: every sentence becomes [BOS] words [EOS], so the completer also learns where a sentence ends.
+    dataset = load_data(script_args.dataset_name)
+    max_length = model.config.max_position_embeddings
+
+    def tokenize(row: dict) -> dict:
+        text = tokenizer.bos_token + row[script_args.dataset_text_field] + tokenizer.eos_token
+        return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)
+
+    dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
+
+    # Training
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    save_stage(trainer, "pretrain", model_args.model_name_or_path, script_args.dataset_name)
+
+
+if __name__ == "__main__":
+    main(*parse_recipe_args(ARGUMENT_TYPES))

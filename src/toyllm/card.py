@@ -1,0 +1,65 @@
+"""Hub model cards: one README.md per checkpoint saying which stage it is and how it was made."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+STAGE_STORY = {
+    "random": "the baby model: random weights and a freshly trained word-level vocabulary. Its answers are garbage.",
+    "pretrain": "a *completer*: trained on next-word prediction, it continues text but does not answer questions.",
+    "sft": "an *answerer*: supervised fine-tuning on question/answer flashcards taught it to answer.",
+    "reward": "the *judge*: a reward model that scores how well an answer fits its question.",
+    "ppo": "an *aligned* model: PPO pushed the SFT model toward answers the judge prefers.",
+    "dpo": "an *aligned* model: DPO learnt the preference pairs directly, without a judge.",
+}
+
+
+def recipe_command() -> str:
+    """The command that launched this process, as a user would type it again."""
+    return shlex.join(["python", *sys.argv]) if sys.argv and sys.argv[0].endswith(".py") else shlex.join(sys.argv)
+
+
+def write_model_card(
+    output_dir: str | Path,
+    stage: str,
+    trainer_name: str,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    command: str | None = None,
+    metrics: dict | None = None,
+) -> ModelCard:
+    pipeline_tag = "text-classification" if stage == "reward" else "text-generation"
+    data = ModelCardData(
+        base_model=base_model if base_model and not Path(base_model).exists() else None,
+        datasets=[dataset] if dataset and not Path(dataset).exists() else None,
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag=pipeline_tag,
+        tags=["toyllm", stage, trainer_name.lower()],
+        model_name=Path(output_dir).name,
+    )
+    lines = [
+        "---",
+        data.to_yaml(),
+        "---",
+        "",
+        f"# toyllm — stage `{stage}`",
+        "",
+        f"This checkpoint is {STAGE_STORY.get(stage, stage)}",
+        "",
+        f"- trained with: `{trainer_name}`",
+        f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",
+        f"- data: `{dataset}`" if dataset else "",
+    ]
+    if command:
+        lines += ["", "## How it was made", "", "```bash", command, "```"]
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {key} | {value:.4g} |" for key, value in sorted(metrics.items())]
+    card = ModelCard("\n".join(line for line in lines if line is not None) + "\n")
+    card.save(Path(output_dir) / "README.md")
+    return card
