@@ -7,6 +7,7 @@ Four models share one vocabulary: the policy and its frozen reference (both from
 checkpoint), the judge and the value model (both from `reward_model_path`).
 """
 
+import gc
 from dataclasses import dataclass, field
 
 from transformers import set_seed
@@ -61,6 +62,9 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         eval_dataset=dataset,
         peft_config=get_peft_config(model_args),
     )
+    # TRL's PPO calls gc.collect() twice per rollout; with transformers and TRL imported that scan costs ~0.2 s, far
+    # more than a toy rollout. Freezing the objects that exist now makes each collect scan only what training adds.
+    gc.freeze()
     trainer.train()
     save_stage(trainer, "ppo", model_args.model_name_or_path, script_args.dataset_name)
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
+
+import datasets
+import transformers
 
 import toyllm.recipes
 from toyllm.data import DATA_FILES
@@ -50,8 +54,22 @@ def run_stage(stage: str, data_dir: Path, output_dir: Path, seed: int) -> None:
     recipe.main(*parse_recipe_args(recipe.ARGUMENT_TYPES, stage_overrides(stage, data_dir, output_dir, seed)))
 
 
+@contextlib.contextmanager
+def _library_logs_to(stream):
+    """Send transformers' log handlers (bound to the real stderr at import) to the stage's log file."""
+    handlers = [h for h in logging.getLogger("transformers").handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(stream) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous):
+            handler.setStream(old)
+
+
 def run_demo(data_dir: str | Path = "data", output_dir: str | Path = "outputs/toy", seed: int = 0) -> dict:
     data_dir, output_dir = Path(data_dir), Path(output_dir)
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     log_dir = output_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -66,14 +84,16 @@ def run_demo(data_dir: str | Path = "data", output_dir: str | Path = "outputs/to
         start = time.perf_counter()
         log_path = log_dir / f"{stage}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            step()
+            with _library_logs_to(log):
+                step()
         seconds[stage] = round(time.perf_counter() - start, 2)
         progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
 
     progress(f"[{len(steps) + 1}/{len(steps) + 1}] evaluate ...")
     start = time.perf_counter()
     checkpoints = {stage: output_dir / stage for stage in POLICY_STAGES}
-    stages, responses = evaluate_checkpoints(checkpoints, data_dir / DATA_FILES["eval"], output_dir / "reward")
+    with open(log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
+        stages, responses = evaluate_checkpoints(checkpoints, data_dir / DATA_FILES["eval"], output_dir / "reward")
     seconds["evaluate"] = round(time.perf_counter() - start, 2)
     metrics = {"stages": stages, "responses": responses, "seconds": seconds}
 

@@ -24,17 +24,22 @@ def chat_prompts(tokenizer, questions: list[str]) -> list[list[int]]:
     ]
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
+    if side == "left":
+        ids = [[pad_id] * (width - len(r)) + r for r in rows]
+        mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+    else:
+        ids = [r + [pad_id] * (width - len(r)) for r in rows]
+        mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+    return torch.tensor(ids), torch.tensor(mask)
 
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """The model's greedy chat answer to each question, special tokens stripped."""
-    input_ids, attention_mask = _left_pad(chat_prompts(tokenizer, questions), tokenizer.pad_token_id)
+    # Left padding, so every answer starts at the same index; generate() derives position ids from the mask.
+    input_ids, attention_mask = _pad(chat_prompts(tokenizer, questions), tokenizer.pad_token_id, "left")
     room = model.config.max_position_embeddings - input_ids.shape[1]
     output = model.generate(
         input_ids=input_ids.to(model.device),
@@ -70,7 +75,9 @@ def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[st
         )["input_ids"]
         for q, a in zip(questions, answers)
     ]
-    input_ids, attention_mask = _left_pad(rows, tokenizer.pad_token_id)
+    # Right padding: absolute position embeddings (GPT-2) see each row as in training; the score is read at the
+    # last non-pad token.
+    input_ids, attention_mask = _pad(rows, tokenizer.pad_token_id, "right")
     logits = reward_model(input_ids=input_ids.to(reward_model.device), attention_mask=attention_mask.to(reward_model.device)).logits
     return logits[:, 0].float().tolist()
 

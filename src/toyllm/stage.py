@@ -57,6 +57,7 @@ def save_stage(
     output_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(str(output_dir / "trainer_state.json"))  # log history, for plots and tests
         model = trainer.accelerator.unwrap_model(trainer.model)
         model = getattr(model, "policy", model)  # PPO wraps policy and value model together
         if getattr(model, "generation_config", None) is not None and stage != "reward":

@@ -1,0 +1,132 @@
+"""Every stage of one demo run: losses fall, checkpoints are Hub-ready and load through the Auto classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ALICE, read_jsonl
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from toyllm.demo import POLICY_STAGES, RECIPES_DIR, TRAINED_STAGES
+from toyllm.evaluate import greedy_answers
+
+LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss", "ppo": "loss/policy_avg"}
+
+
+@pytest.mark.parametrize("stage", [s for s in TRAINED_STAGES if s != "ppo"])
+def test_training_loss_falls(demo_run, stage):
+    output_dir, _ = demo_run
+    history = json.loads((output_dir / stage / "trainer_state.json").read_text())["log_history"]
+    losses = [log[LOSS_KEY[stage]] for log in history if LOSS_KEY[stage] in log]
+    assert len(losses) >= 3
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_ppo_raises_the_judges_score_during_training(demo_run):
+    output_dir, _ = demo_run
+    history = json.loads((output_dir / "ppo" / "trainer_state.json").read_text())["log_history"]
+    scores = [log["objective/scores"] for log in history if "objective/scores" in log]
+    quarter = len(scores) // 4
+    assert sum(scores[-quarter:]) / quarter > sum(scores[:quarter]) / quarter
+
+
+@pytest.mark.parametrize("stage", POLICY_STAGES)
+def test_policy_checkpoints_are_hub_ready(demo_run, stage):
+    output_dir, _ = demo_run
+    path = output_dir / stage
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
+        assert (path / name).is_file(), name
+    assert not list(path.glob("pytorch_model*.bin"))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    generator = pipeline("text-generation", model=str(path))
+    out = generator([{"role": "user", "content": "who did alice follow"}], max_new_tokens=8)
+    assert out[0]["generated_text"][-1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("stage", [s for s in TRAINED_STAGES])
+def test_trained_stages_have_a_model_card(demo_run, stage):
+    output_dir, _ = demo_run
+    card = ModelCard.load(output_dir / stage / "README.md")
+    assert stage in card.data.tags and "toyllm" in card.data.tags
+    assert card.data.license == "apache-2.0"
+
+
+def test_reward_checkpoint_loads_as_a_one_label_classifier(demo_run):
+    output_dir, _ = demo_run
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir / "reward")
+    assert model.config.num_labels == 1
+    assert model.config.pad_token_id == AutoTokenizer.from_pretrained(output_dir / "reward").pad_token_id
+
+
+def test_sft_model_ends_its_answers_with_eos(demo_run):
+    """PPO cuts responses at EOS; an SFT model that never emits it would be penalised on every answer."""
+    output_dir, _ = demo_run
+    model = AutoModelForCausalLM.from_pretrained(output_dir / "sft")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "sft")
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "who did alice follow"}], add_generation_prompt=True, return_tensors="pt"
+    )
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert out[0, -1].item() == tokenizer.eos_token_id
+
+
+def test_no_stage_warns_of_a_prompt_completion_mismatch(demo_run):
+    output_dir, _ = demo_run
+    for stage in TRAINED_STAGES:
+        log = (output_dir / "logs" / f"{stage}.log").read_text()
+        assert "Mismatch between tokenized prompt" not in log, stage
+        assert "may not learn to stop" not in log, stage
+
+
+def test_metrics_json_follows_the_contract(demo_run):
+    output_dir, metrics = demo_run
+    on_disk = json.loads((output_dir / "report" / "metrics.json").read_text())
+    assert on_disk == metrics
+    splits = {row["split"] for row in read_jsonl(ALICE / "eval.jsonl")}
+    assert set(metrics["stages"]) == set(POLICY_STAGES)
+    for stage in metrics["stages"].values():
+        assert isinstance(stage["perplexity"], float)
+        for split in splits:
+            assert set(stage[split]) == {"exact_match", "mean_reward"}
+    assert len(metrics["responses"]) == len(read_jsonl(ALICE / "eval.jsonl"))
+    assert all(set(POLICY_STAGES) <= set(row) for row in metrics["responses"])
+    assert set(metrics["seconds"]) >= set(POLICY_STAGES) | {"reward"}
+
+
+def test_pretrained_model_is_a_completer(demo_run):
+    """Given the start of a corpus sentence it finishes a corpus sentence; asked a question, it does not answer."""
+    output_dir, metrics = demo_run
+    model = AutoModelForCausalLM.from_pretrained(output_dir / "pretrain")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "pretrain")
+    corpus = {row["text"] for row in read_jsonl(ALICE / "pretrain.jsonl")}
+    completed = 0
+    for sentence in sorted(corpus):
+        words = sentence.split()
+        prefix = tokenizer(tokenizer.bos_token + " ".join(words[:2]), add_special_tokens=False, return_tensors="pt")
+        out = model.generate(**prefix, max_new_tokens=10, do_sample=False)
+        completed += tokenizer.decode(out[0], skip_special_tokens=True) in corpus
+    assert completed / len(corpus) >= 0.8
+    assert metrics["stages"]["pretrain"]["trained"]["exact_match"] < 0.5
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(demo_run):
+    output_dir, _ = demo_run
+    model = AutoModelForCausalLM.from_pretrained(output_dir / "sft")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "sft")
+    questions = [row["prompt"] for row in read_jsonl(ALICE / "eval.jsonl")]
+    assert greedy_answers(model, tokenizer, questions) == [greedy_answers(model, tokenizer, [q])[0] for q in questions]
+
+
+def test_every_shipped_yaml_parses_with_its_recipe():
+    import importlib
+
+    from toyllm.stage import parse_recipe_args
+
+    for stage in TRAINED_STAGES:
+        recipe = importlib.import_module(f"toyllm.recipes.{stage}")
+        args = parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", str(RECIPES_DIR / "toy" / f"{stage}.yaml")])
+        assert args[1].output_dir.endswith(stage)
