@@ -63,7 +63,7 @@ def main() -> None:
     stages = {name: statistics.median(s[name] for s in stage_seconds) for name in stage_seconds[0]}
     result = {"machine": machine(), "runs": args.runs, "wall_seconds": walls, "median_wall_seconds":
               statistics.median(walls), "goal_seconds": GOAL_SECONDS, "median_stage_seconds": stages}  # fmt: skip
-    print(f"\n| what | median seconds |\n|---|---|")
+    print("\n| what | median seconds |\n|---|---|")
     for name, seconds in stages.items():
         print(f"| {name} | {seconds:.2f} |")
     print(f"| **toyllm demo, wall** | **{result['median_wall_seconds']:.1f}** (goal ≤ {GOAL_SECONDS:.0f}) |")

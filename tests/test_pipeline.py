@@ -36,7 +36,8 @@ def test_ppo_raises_the_judges_score_during_training(demo_run):
 def test_policy_checkpoints_are_hub_ready(demo_run, stage):
     output_dir, _ = demo_run
     path = output_dir / stage
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
+    files = ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json")
+    for name in files:
         assert (path / name).is_file(), name
     assert not list(path.glob("pytorch_model*.bin"))
     model = AutoModelForCausalLM.from_pretrained(path)

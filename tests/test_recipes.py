@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from conftest import ALICE, REPO, read_jsonl
+from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toyllm.evaluate import greedy_answers
-from toyllm.recipes import sft
 from toyllm.stage import parse_recipe_args
 
 
@@ -26,7 +26,8 @@ def test_sft_recipe_under_accelerate_launch(demo_run, tmp_path):
         "--output_dir", str(tmp_path / "sft"),
         "--num_train_epochs", "2",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "sft" / "model.safetensors").is_file()
     assert "Mismatch between tokenized prompt" not in result.stderr

@@ -78,7 +78,8 @@ def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[st
     # Right padding: absolute position embeddings (GPT-2) see each row as in training; the score is read at the
     # last non-pad token.
     input_ids, attention_mask = _pad(rows, tokenizer.pad_token_id, "right")
-    logits = reward_model(input_ids=input_ids.to(reward_model.device), attention_mask=attention_mask.to(reward_model.device)).logits
+    device = reward_model.device
+    logits = reward_model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
     return logits[:, 0].float().tolist()
 
 

@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 16
 
 
-def build_random_checkpoint(data_dir: str | Path, toy_config_dir: str | Path, output_dir: str | Path, seed: int) -> Path:
-    """Train the vocabulary on `data_dir`, initialise GPT-2 from `toy_config_dir` at random, save both: stage `random`."""
+def build_random_checkpoint(
+    data_dir: str | Path, toy_config_dir: str | Path, output_dir: str | Path, seed: int
+) -> Path:
+    """Train the vocabulary on `data_dir`, build GPT-2 from `toy_config_dir` with random weights: stage `random`."""
     tokenizer = train_word_level_tokenizer(data_dir, toy_config_dir)
     architecture = json.loads((Path(toy_config_dir) / "config.json").read_text())
     config = GPT2Config(

@@ -62,7 +62,8 @@ def save_stage(
         model = getattr(model, "policy", model)  # PPO wraps policy and value model together
         if getattr(model, "generation_config", None) is not None and stage != "reward":
             model.generation_config.save_pretrained(output_dir)
-        final_loss = next((log["train_loss"] for log in reversed(trainer.state.log_history) if "train_loss" in log), None)
+        history = trainer.state.log_history
+        final_loss = next((log["train_loss"] for log in reversed(history) if "train_loss" in log), None)
         write_model_card(
             output_dir,
             stage=stage,
