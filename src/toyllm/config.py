@@ -1,0 +1,126 @@
+"""Check a recipe's YAML against the dataclasses TrlParser will fill, before any model is loaded.
+
+TrlParser and argparse catch the same mistakes later, but with a traceback or a usage screen; here each mistake is
+one line naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import re
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from toyllm.validate import UserError
+
+
+def _fits(value, annotation) -> bool:
+    """Whether a YAML value can fill a field of this type (unknown or exotic types are given the benefit)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple, str))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in [member.value for member in annotation] or isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return re.sub(r"\btransformers\.[\w.]+\.", "", text)
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line of a top-level key; its last occurrence, the one YAML keeps."""
+    lines = [n for n, line in enumerate(text.splitlines(), start=1) if re.match(rf"^{re.escape(key)}\s*:", line)]
+    return lines[-1] if lines else None
+
+
+def check_config_file(config_path: str | Path, dataclass_types: tuple) -> dict:
+    """Unknown keys (with the closest known one) and values of the wrong type, one line each."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: expected a mapping of key: value, got {type(config).__name__}")
+
+    fields = {}
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        fields.update({f.name: hints.get(f.name, typing.Any) for f in dataclasses.fields(cls)})
+    problems = []
+    for key, value in config.items():
+        where = f"{path}:{_line_of(text, str(key)) or '?'}"
+        if key == "env":
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.7)
+            problems.append(f"{where}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        elif not _fits(value, fields[key]):
+            problems.append(f"{where}: {key}: {value!r} is not a valid {_describe(fields[key])}")
+    if problems:
+        raise UserError(problems)
+    return config
+
+
+def looks_like_local_path(name: str) -> bool:
+    """`outputs/toy/sft` or `./model` is a folder; `Qwen/Qwen2.5-0.5B` or `gpt2` may be a Hub id."""
+    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or Path(name).exists()
+
+
+def check_model_path(key: str, name: str | None) -> None:
+    if name and looks_like_local_path(name) and not Path(name).expanduser().is_dir():
+        raise UserError(f"{key}: {name} does not exist (train the stage that writes it first, or fix the path)")
+
+
+def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_size: int) -> None:
+    """What TRL's PPO gets wrong silently or too late: the judge's vocabulary and the rollout batch arithmetic."""
+    from transformers import AutoTokenizer
+
+    policy_vocab = AutoTokenizer.from_pretrained(policy_path).get_vocab()
+    if AutoTokenizer.from_pretrained(training_args.reward_model_path).get_vocab() != policy_vocab:
+        raise UserError(
+            f"reward_model_path: {training_args.reward_model_path} has a different tokenizer from "
+            f"model_name_or_path {policy_path}; PPO feeds the policy's token ids to the judge, so both must share one"
+        )
+    per_process = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    if (per_process * world_size) % training_args.num_mini_batches or per_process % training_args.num_mini_batches:
+        raise UserError(
+            f"num_mini_batches: {training_args.num_mini_batches} does not divide the rollout batch of {per_process} "
+            f"per process x {world_size} processes (per_device_train_batch_size x gradient_accumulation_steps)"
+        )
+    if num_prompts // world_size < per_process:
+        raise UserError(
+            f"per_device_train_batch_size: rollouts of {per_process} prompts per process, but {num_prompts} prompts "
+            f"split over {world_size} processes leave {num_prompts // world_size} each; PPO would wait forever for a "
+            "full batch (lower the batch or add prompts)"
+        )

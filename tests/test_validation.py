@@ -1,0 +1,282 @@
+"""Bad input fails before training, with one line naming the file, the line and the field; nothing is overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ALICE, REPO
+from toyllm.recipes import ppo, sft
+
+from toyllm.config import check_config_file, check_ppo_setup
+from toyllm.data import check_data_folder, load_data
+from toyllm.stage import parse_recipe_args
+from toyllm.tokenizer import train_word_level_tokenizer
+from toyllm.validate import UserError, read_rows
+
+
+def msgs(*turns: tuple[str, str]) -> list[dict]:
+    return [{"role": role, "content": content} for role, content in turns]
+
+
+def line(row) -> str:
+    return json.dumps(row) + "\n"
+
+
+# (case, file, content, expected message after "<folder>/")
+BAD_DATA = [
+    ("invalid JSON", "pretrain.jsonl", '{"text": "alice"\n',
+     "pretrain.jsonl:1: invalid JSON: Expecting ',' delimiter (column 17)"),
+    ("misspelt key", "pretrain.jsonl", line({"txt": "alice"}),
+     "pretrain.jsonl:1: text: missing key (found 'txt': misspelt?)"),
+    ("missing key", "eval.jsonl", line({"prompt": "who was alice", "reference": "alice"}),
+     "eval.jsonl:1: split: missing key (keys present: prompt, reference)"),
+    ("wrong type", "pretrain.jsonl", line({"text": 5}), "pretrain.jsonl:1: text: expected a string, got int"),
+    ("wrong type in a list", "eval.jsonl", line({"prompt": "a", "reference": ["b"], "split": "trained"}),
+     "eval.jsonl:1: reference: expected a string, got list"),
+    ("empty string", "pretrain.jsonl", line({"text": "  "}), "pretrain.jsonl:1: text: empty string"),
+    ("empty content", "sft.jsonl", line({"messages": msgs(("user", "who was alice"), ("assistant", ""))}),
+     "sft.jsonl:1: messages[1].content: empty string"),
+    ("roles out of order", "sft.jsonl", line({"messages": msgs(("user", "a"), ("user", "b"), ("assistant", "c"))}),
+     "sft.jsonl:1: messages[1].role: two user messages in a row: user and assistant take turns"),
+    ("system not first", "sft.jsonl", line({"messages": msgs(("user", "a"), ("system", "b"), ("assistant", "c"))}),
+     "sft.jsonl:1: messages[1].role: a system message may only come first"),
+    ("answer first", "sft.jsonl", line({"messages": msgs(("assistant", "a"))}),
+     "sft.jsonl:1: messages: must start with a user message, not assistant"),
+    ("no answer", "sft.jsonl", line({"messages": msgs(("user", "a"))}),
+     "sft.jsonl:1: messages: must end with an assistant message, not user"),
+    ("unknown role", "sft.jsonl", line({"messages": msgs(("user", "a"), ("bot", "c"))}),
+     "sft.jsonl:1: messages[1].role: unknown role 'bot' (expected one of system, user, assistant)"),
+    ("misspelt preference key", "preference.jsonl",
+     line({"prompt": msgs(("user", "a")), "chosen": msgs(("assistant", "b")), "rejectd": msgs(("assistant", "c"))}),
+     "preference.jsonl:1: rejected: missing key (found 'rejectd': misspelt?)"),
+    ("mixed prompt/completion styles", "sft.jsonl", line({"prompt": "a", "completion": msgs(("assistant", "b"))}),
+     "sft.jsonl:1: completion: prompt and completion must both be strings or both message lists"),
+    ("prompt ending with the answer", "prompts.jsonl", line({"prompt": msgs(("user", "a"), ("assistant", "b"))}),
+     "prompts.jsonl:1: prompt: must end with a user message, not assistant"),
+    ("not an object", "prompts.jsonl", '["who was alice"]\n', "prompts.jsonl:1: expected a JSON object, got list"),
+    ("empty file", "sft.jsonl", "", "sft.jsonl: empty file: no rows"),
+    ("blank lines only", "eval.jsonl", "\n\n", "eval.jsonl: empty file: no rows"),
+]  # fmt: skip
+
+
+def data_folder_with(tmp_path: Path, file_name: str, content: str) -> Path:
+    folder = tmp_path / "data"
+    shutil.copytree(ALICE, folder)
+    (folder / file_name).write_text(content)
+    return folder
+
+
+@pytest.mark.parametrize("case,file_name,content,expected", BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_file_gives_one_line_naming_file_line_and_field(tmp_path, case, file_name, content, expected):
+    folder = data_folder_with(tmp_path, file_name, content)
+    with pytest.raises(UserError) as error:
+        check_data_folder(folder)
+    assert error.value.problems == [f"{folder}/{expected}"]
+
+
+def test_a_bad_row_is_reported_with_its_own_line_number(tmp_path):
+    good = (ALICE / "pretrain.jsonl").read_text().splitlines()
+    folder = data_folder_with(tmp_path, "pretrain.jsonl", "\n".join(good[:3] + ['{"text": 1}'] + good[3:]) + "\n")
+    with pytest.raises(UserError) as error:
+        check_data_folder(folder)
+    assert error.value.problems == [f"{folder}/pretrain.jsonl:4: text: expected a string, got int"]
+
+
+def test_every_problem_of_every_file_is_listed_at_once(tmp_path):
+    folder = data_folder_with(tmp_path, "pretrain.jsonl", '{"text": 1}\n{"text": ""}\n')
+    (folder / "eval.jsonl").write_text('{"prompt": "a"}\n')
+    with pytest.raises(UserError) as error:
+        check_data_folder(folder)
+    assert len(error.value.problems) == 4  # two pretrain rows, two missing eval keys
+
+
+def test_missing_file_and_incomplete_data_folder(tmp_path):
+    with pytest.raises(UserError, match=r"nowhere.jsonl: file not found"):
+        read_rows(tmp_path / "nowhere.jsonl", "sft")
+    folder = tmp_path / "data"
+    shutil.copytree(ALICE, folder)
+    (folder / "prompts.jsonl").unlink()
+    with pytest.raises(UserError) as error:
+        check_data_folder(folder)
+    assert error.value.problems == [
+        f"{folder}: missing prompts.jsonl (a data folder holds pretrain.jsonl, sft.jsonl, preference.jsonl, "
+        "prompts.jsonl, eval.jsonl)"
+    ]
+    with pytest.raises(UserError, match="data folder not found"):
+        check_data_folder(tmp_path / "no-such-folder")
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer():
+    return train_word_level_tokenizer(ALICE, REPO / "toy_config")
+
+
+def test_row_longer_than_the_context_is_reported_with_its_length(tmp_path, toy_tokenizer):
+    question = " ".join(["alice"] * 70)
+    path = tmp_path / "eval.jsonl"
+    path.write_text(line({"prompt": question, "reference": "alice", "split": "trained"}))
+    with pytest.raises(UserError) as error:
+        load_data(path, "eval", toy_tokenizer, max_length=64)
+    assert error.value.problems == [
+        f"{path}:1: row is 73 tokens, longer than the model's context (64); shorten it or set truncate_long_rows: true"
+    ]
+    assert len(load_data(path, "eval", toy_tokenizer, max_length=64, truncate=True)) == 1
+
+
+def test_prompt_plus_answer_must_fit_for_ppo(tmp_path, toy_tokenizer):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(line({"prompt": msgs(("user", " ".join(["alice"] * 50)))}))
+    with pytest.raises(
+        UserError, match=r"row is 53 tokens, longer than the model's context \(64 - 12 for the answer\)"
+    ):
+        load_data(path, "prompts", toy_tokenizer, max_length=64, reserve=12)
+
+
+def test_words_the_vocabulary_lacks_would_silently_become_unk(tmp_path, toy_tokenizer):
+    path = tmp_path / "sft.jsonl"
+    path.write_text(line({"messages": msgs(("user", "who did alice meet"), ("assistant", "alice met a spaceship"))}))
+    with pytest.raises(UserError) as error:
+        load_data(path, "sft", toy_tokenizer, max_length=64)
+    assert error.value.problems == [
+        f"{path}:1: messages[0].content: words not in the vocabulary: meet (they would become [UNK]; rebuild the "
+        "vocabulary with this file)",
+        f"{path}:1: messages[1].content: words not in the vocabulary: met, spaceship (they would become [UNK]; "
+        "rebuild the vocabulary with this file)",
+    ]
+
+
+def test_duplicate_and_contradictory_rows_are_warnings(tmp_path, caplog):
+    path = tmp_path / "preference.jsonl"
+    row = {"prompt": msgs(("user", "who was alice")), "chosen": msgs(("assistant", "alice was very curious"))}
+    rows = [{**row, "rejected": msgs(("assistant", "the queen"))}] * 2
+    rows.append({"prompt": row["prompt"], "chosen": msgs(("assistant", "the queen")), "rejected": row["chosen"]})
+    path.write_text("".join(line(r) for r in rows))
+    with caplog.at_level("WARNING", logger="toyllm"):
+        assert len(read_rows(path, "preference")) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:2: duplicate of line 1",
+        f"{path}:3: contradicts line 1 (chosen and rejected swapped)",
+    ]
+    sft_path = tmp_path / "sft.jsonl"
+    sft_path.write_text(
+        line({"messages": msgs(("user", "who was alice"), ("assistant", "alice was very curious"))})
+        + line({"messages": msgs(("user", "who was alice"), ("assistant", "the queen"))})
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="toyllm"):
+        read_rows(sft_path, "sft")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{sft_path}:2: same question as line 1 with a different answer"
+    ]
+
+
+# Config errors: one line naming the key, before any model is loaded.
+def write_yaml(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "sft.yaml"
+    path.write_text((REPO / "recipes/toy/sft.yaml").read_text() + extra)
+    return path
+
+
+def test_unknown_yaml_key_names_the_closest_known_one(tmp_path):
+    path = write_yaml(tmp_path, "learning_rat: 0.1\n")
+    n = len(path.read_text().splitlines())
+    with pytest.raises(UserError) as error:
+        check_config_file(path, sft.ARGUMENT_TYPES)
+    assert error.value.problems == [f"{path}:{n}: unknown key 'learning_rat' (did you mean 'learning_rate'?)"]
+
+
+def test_wrong_type_in_yaml(tmp_path):
+    path = write_yaml(tmp_path, "num_train_epochs: many\npacking: maybe\n")
+    n = len(path.read_text().splitlines())
+    with pytest.raises(UserError) as error:
+        check_config_file(path, sft.ARGUMENT_TYPES)
+    assert error.value.problems == [
+        f"{path}:{n - 1}: num_train_epochs: 'many' is not a valid float",
+        f"{path}:{n}: packing: 'maybe' is not a valid bool",
+    ]
+
+
+def test_invalid_yaml_and_missing_config(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: 0\nlearning_rate: [1\n")
+    with pytest.raises(UserError, match=rf"{path}:\d+: invalid YAML"):
+        check_config_file(path, sft.ARGUMENT_TYPES)
+    with pytest.raises(UserError, match="nowhere.yaml: config file not found"):
+        check_config_file(tmp_path / "nowhere.yaml", sft.ARGUMENT_TYPES)
+
+
+def test_missing_model_path(tmp_path):
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(tmp_path / "nothing/sft")]
+    with pytest.raises(UserError) as error:
+        parse_recipe_args(sft.ARGUMENT_TYPES, args)
+    assert error.value.problems == [
+        f"model_name_or_path: {tmp_path}/nothing/sft does not exist (train the stage that writes it first, or fix "
+        "the path)"
+    ]
+
+
+def ppo_args(demo_dir: Path, *extra: str):
+    return parse_recipe_args(
+        ppo.ARGUMENT_TYPES,
+        ["--config", str(REPO / "recipes/toy/ppo.yaml"), "--model_name_or_path", str(demo_dir / "sft"),
+         "--reward_model_path", str(demo_dir / "reward"), *extra],
+    )  # fmt: skip
+
+
+def test_ppo_judge_with_another_tokenizer_is_refused(demo_run, tmp_path):
+    demo_dir, _ = demo_run
+    other = tmp_path / "other"
+    shutil.copytree(demo_dir / "reward", other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["zebra"] = len(vocab)
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    _, training_args, _ = ppo_args(demo_dir, "--reward_model_path", str(other))
+    with pytest.raises(UserError, match=r"^reward_model_path: .* has a different tokenizer from model_name_or_path"):
+        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=1)
+
+
+def test_ppo_batch_that_processes_or_mini_batches_cannot_split(demo_run):
+    demo_dir, _ = demo_run
+    _, training_args, _ = ppo_args(demo_dir, "--num_mini_batches", "3")
+    with pytest.raises(UserError) as error:
+        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=1)
+    assert error.value.problems == [
+        "num_mini_batches: 3 does not divide the rollout batch of 8 per process x 1 processes "
+        "(per_device_train_batch_size x gradient_accumulation_steps)"
+    ]
+    _, training_args, _ = ppo_args(demo_dir)
+    with pytest.raises(UserError) as error:
+        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=2)
+    assert error.value.problems == [
+        "per_device_train_batch_size: rollouts of 8 prompts per process, but 15 prompts split over 2 processes "
+        "leave 7 each; PPO would wait forever for a full batch (lower the batch or add prompts)"
+    ]
+
+
+# As a user meets them: exit code 2, the message, no traceback.
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_demo_with_bad_data_exits_2_with_the_message_and_no_traceback(tmp_path):
+    folder = data_folder_with(tmp_path, "sft.jsonl", line({"messages": msgs(("user", "a"), ("bot", "c"))}))
+    result = run("-m", "toyllm.cli", "demo", "--data-dir", str(folder), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {folder}/sft.jsonl:1: messages[1].role: unknown role 'bot' (expected one of system, user, assistant)"
+    )
+    assert not (tmp_path / "out" / "random").exists()  # checked before anything was trained
+
+
+def test_recipe_with_unknown_key_exits_2_before_loading_anything(tmp_path):
+    path = write_yaml(tmp_path, "lerning_rate: 0.1\n")
+    result = run("recipes/sft.py", "--config", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("unknown key 'lerning_rate' (did you mean 'learning_rate'?)")
