@@ -13,12 +13,12 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 from trl import ModelConfig
 
 from toyllm.data import load_data
-from toyllm.model import build_random_checkpoint, load_causal_lm, load_tokenizer
-from toyllm.stage import parse_recipe_args, save_stage, setup_logging
+from toyllm.model import build_random_checkpoint, context_length, load_causal_lm, load_tokenizer
+from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
 
 
 @dataclass
-class PretrainScriptArguments:
+class PretrainScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/pretrain.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the raw text."})
     from_scratch: bool = field(default=False, metadata={"help": "Build tokenizer + random model first."})
@@ -31,6 +31,7 @@ ARGUMENT_TYPES = (PretrainScriptArguments, TrainingArguments, ModelConfig)
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> None:
     setup_logging(training_args)
+    fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Model & tokenizer
     if script_args.from_scratch:
@@ -38,14 +39,15 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
             script_args.data_dir, script_args.toy_config_dir, model_args.model_name_or_path, training_args.seed
         )
     tokenizer = load_tokenizer(model_args)
-    model = load_causal_lm(model_args.model_name_or_path, model_args)
+    model = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
 
-    # Dataset: every sentence becomes [BOS] words [EOS], so the completer also learns where a sentence ends.
-    dataset = load_data(script_args.dataset_name)
-    max_length = model.config.max_position_embeddings
+    # Dataset: every sentence becomes [BOS] words [EOS], so the completer also learns where a sentence ends (a
+    # tokenizer without a BOS token, like Qwen's, starts with the words).
+    max_length = context_length(model.config)
+    dataset = load_data(script_args.dataset_name, "pretrain", tokenizer, max_length, script_args.truncate_long_rows)
 
     def tokenize(row: dict) -> dict:
-        text = tokenizer.bos_token + row[script_args.dataset_text_field] + tokenizer.eos_token
+        text = (tokenizer.bos_token or "") + row[script_args.dataset_text_field] + tokenizer.eos_token
         return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)
 
     dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
@@ -59,8 +61,9 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_stage(trainer, "pretrain", model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, "pretrain", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(ARGUMENT_TYPES))
+    with exit_on_user_error():
+        main(*parse_recipe_args(ARGUMENT_TYPES))

@@ -18,9 +18,24 @@ STAGE_STORY = {
 }
 
 
+SECRET_ARGS = ("--hub_token", "--token")
+
+
+def redact_secrets(argv: list[str]) -> list[str]:
+    """`--hub_token hf_...` on a command line must not reach a model card that is pushed to the Hub."""
+    redacted = list(argv)
+    for i, arg in enumerate(redacted):
+        if arg in SECRET_ARGS and i + 1 < len(redacted):
+            redacted[i + 1] = "***"
+        elif arg.startswith(tuple(f"{name}=" for name in SECRET_ARGS)):
+            redacted[i] = arg.split("=", 1)[0] + "=***"
+    return redacted
+
+
 def recipe_command() -> str:
-    """The command that launched this process, as a user would type it again."""
-    return shlex.join(["python", *sys.argv]) if sys.argv and sys.argv[0].endswith(".py") else shlex.join(sys.argv)
+    """The command that launched this process, as a user would type it again (tokens left out)."""
+    argv = redact_secrets(sys.argv)
+    return shlex.join(["python", *argv]) if argv and argv[0].endswith(".py") else shlex.join(argv)
 
 
 def write_model_card(

@@ -9,6 +9,8 @@ from typing import Literal
 
 from datasets import Dataset, load_dataset
 
+from toyllm.validate import UserError, check_against_tokenizer, read_rows
+
 Stage = Literal["pretrain", "sft", "preference", "prompts", "eval"]
 
 # Which file of a data folder each part of the pipeline reads.
@@ -21,12 +23,48 @@ DATA_FILES: dict[Stage, str] = {
 }
 
 
-def load_data(name_or_path: str | Path, split: str = "train") -> Dataset:
-    """A local JSON/JSONL file, or a dataset id on the Hub."""
+def load_data(
+    name_or_path: str | Path,
+    kind: Stage,
+    tokenizer=None,
+    max_length: int | None = None,
+    truncate: bool = False,
+    reserve: int = 0,
+    split: str = "train",
+) -> Dataset:
+    """A local JSONL file (checked row by row first, see toyllm.validate), or a dataset id on the Hub.
+
+    With a tokenizer, rows longer than `max_length` (minus `reserve` tokens kept for generation) are errors unless
+    `truncate` is set, and so are words the vocabulary does not know.
+    """
     path = Path(name_or_path)
-    if path.suffix in {".json", ".jsonl"}:
-        return load_dataset("json", data_files=str(path), split=split)
-    return load_dataset(str(name_or_path), split=split)
+    if path.suffix not in {".json", ".jsonl"}:
+        return load_dataset(str(name_or_path), split=split)
+    rows = read_rows(path, kind)
+    if tokenizer is not None and max_length is not None:
+        check_against_tokenizer(path, kind, rows, tokenizer, max_length, truncate=truncate, reserve=reserve)
+    return load_dataset("json", data_files=str(path), split=split)
+
+
+def check_data_folder(data_dir: str | Path) -> dict[Stage, list[tuple[int, dict]]]:
+    """Every file of a data folder, checked up front: the whole list of problems at once."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: data folder not found")
+    missing = [name for name in DATA_FILES.values() if not (data_dir / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{data_dir}: missing {', '.join(missing)} (a data folder holds {', '.join(DATA_FILES.values())})"
+        )
+    rows, problems = {}, []
+    for kind, file_name in DATA_FILES.items():
+        try:
+            rows[kind] = read_rows(data_dir / file_name, kind)
+        except UserError as error:
+            problems += error.problems
+    if problems:
+        raise UserError(problems)
+    return rows
 
 
 def _message_texts(value) -> Iterator[str]:

@@ -7,6 +7,7 @@ is the recipes, not a second implementation of them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import json
 import logging
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import datasets
 import transformers
+from transformers import AutoTokenizer
 
 import toyllm.recipes
-from toyllm.data import DATA_FILES
+from toyllm.data import DATA_FILES, check_data_folder
 from toyllm.evaluate import evaluate_checkpoints
 from toyllm.model import build_random_checkpoint
 from toyllm.report import format_metrics_table, format_responses_table
-from toyllm.stage import parse_recipe_args
+from toyllm.stage import atomic_write_text, parse_recipe_args, read_marker, stage_fingerprint, write_marker
+from toyllm.validate import UserError, check_against_tokenizer
 
 RECIPES_DIR = Path(toyllm.recipes.__file__).parent
 TOY_CONFIG_DIR = RECIPES_DIR.parent / "toy_config"
@@ -49,9 +52,32 @@ def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> 
     return args
 
 
-def run_stage(stage: str, data_dir: Path, output_dir: Path, seed: int) -> None:
+def recipe_args(stage: str, data_dir: Path, output_dir: Path, seed: int, overwrite: bool) -> tuple:
     recipe = importlib.import_module(f"toyllm.recipes.{stage}")
-    recipe.main(*parse_recipe_args(recipe.ARGUMENT_TYPES, stage_overrides(stage, data_dir, output_dir, seed)))
+    overrides = stage_overrides(stage, data_dir, output_dir, seed) + ["--overwrite", str(overwrite)]
+    return recipe, parse_recipe_args(recipe.ARGUMENT_TYPES, overrides)
+
+
+def random_fingerprint(data_dir: Path, seed: int) -> str:
+    digest = hashlib.sha256(f"seed={seed}".encode())
+    for path in [*(data_dir / f for f in DATA_FILES.values()), *sorted(TOY_CONFIG_DIR.iterdir())]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_can_write(folder: Path, fingerprint: str, overwrite: bool) -> bool:
+    """True when `folder` already holds this exact stage; an error when it holds another config's, unless told."""
+    marker = read_marker(folder)
+    if marker is None:
+        return False
+    if marker["fingerprint"] == fingerprint:
+        return True
+    if not overwrite:
+        raise UserError(
+            f"{folder}: holds a finished {marker['stage']} checkpoint from a different config, data or seed; "
+            "pass --overwrite to replace it, or choose another --output-dir"
+        )
+    return False
 
 
 @contextlib.contextmanager
@@ -66,8 +92,12 @@ def _library_logs_to(stream):
             handler.setStream(old)
 
 
-def run_demo(data_dir: str | Path = "data", output_dir: str | Path = "outputs/toy", seed: int = 0) -> dict:
+def run_demo(
+    data_dir: str | Path = "data", output_dir: str | Path = "outputs/toy", seed: int = 0, overwrite: bool = False
+) -> dict:
+    """Run every stage not already complete for this config and data, then evaluate and report."""
     data_dir, output_dir = Path(data_dir), Path(output_dir)
+    rows = check_data_folder(data_dir)  # every file checked before anything is trained
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     log_dir = output_dir / "logs"
@@ -77,19 +107,38 @@ def run_demo(data_dir: str | Path = "data", output_dir: str | Path = "outputs/to
     def progress(message: str) -> None:
         print(message, file=sys.__stdout__, flush=True)
 
-    steps = [("random", lambda: build_random_checkpoint(data_dir, TOY_CONFIG_DIR, output_dir / "random", seed))]
-    steps += [(stage, lambda stage=stage: run_stage(stage, data_dir, output_dir, seed)) for stage in TRAINED_STAGES]
-    for number, (stage, step) in enumerate(steps, start=1):
-        progress(f"[{number}/{len(steps) + 1}] {stage:<8} ... ")
+    def build_random() -> None:
+        fingerprint = random_fingerprint(data_dir, seed)
+        if check_can_write(output_dir / "random", fingerprint, overwrite):
+            return
+        build_random_checkpoint(data_dir, TOY_CONFIG_DIR, output_dir / "random", seed)
+        write_marker(output_dir / "random", "random", fingerprint)
+
+    total = len(TRAINED_STAGES) + 2
+    for number, stage in enumerate(("random", *TRAINED_STAGES), start=1):
+        if stage == "random":
+            done = check_can_write(output_dir / "random", random_fingerprint(data_dir, seed), overwrite)
+        else:
+            recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
+            done = check_can_write(output_dir / stage, stage_fingerprint(*args), overwrite)
+        if done:
+            seconds[stage] = 0.0
+            progress(f"[{number}/{total}] {stage:<8} already complete for this config and data: skipped")
+            continue
+        progress(f"[{number}/{total}] {stage:<8} ... ")
         start = time.perf_counter()
         log_path = log_dir / f"{stage}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             with _library_logs_to(log):
-                step()
+                build_random() if stage == "random" else recipe.main(*args)
         seconds[stage] = round(time.perf_counter() - start, 2)
         progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
+        if stage == "random":  # the vocabulary now exists: every eval question must fit and be known to it
+            tokenizer = AutoTokenizer.from_pretrained(output_dir / "random")
+            eval_file = data_dir / DATA_FILES["eval"]
+            check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
 
-    progress(f"[{len(steps) + 1}/{len(steps) + 1}] evaluate ...")
+    progress(f"[{total}/{total}] evaluate ...")
     start = time.perf_counter()
     checkpoints = {stage: output_dir / stage for stage in POLICY_STAGES}
     with open(log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
@@ -99,7 +148,7 @@ def run_demo(data_dir: str | Path = "data", output_dir: str | Path = "outputs/to
 
     report_dir = output_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     progress("")
     progress(format_responses_table(responses, list(POLICY_STAGES)))
     progress("")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from toyllm.data import load_data
-from toyllm.model import MAX_NEW_TOKENS
+from toyllm.model import MAX_NEW_TOKENS, load_weights
 
 
 def normalise(text: str) -> str:
@@ -87,19 +87,19 @@ def evaluate_checkpoints(
     checkpoints: dict[str, str | Path], eval_file: str | Path, reward_model_dir: str | Path | None
 ) -> tuple[dict, list[dict]]:
     """metrics.json's `stages` and `responses` for any set of causal-LM checkpoints."""
-    rows = load_data(eval_file).to_list()
+    rows = load_data(eval_file, "eval").to_list()
     questions = [r["prompt"] for r in rows]
     splits = sorted({r["split"] for r in rows}, key=[r["split"] for r in rows].index)
     responses = [{"prompt": r["prompt"], "split": r["split"], "reference": r["reference"]} for r in rows]
     judge = judge_tokenizer = None
     if reward_model_dir is not None:
-        judge = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+        judge = load_weights(AutoModelForSequenceClassification, reward_model_dir).eval()
         judge_tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
 
     stages: dict[str, dict] = {}
     for name, path in checkpoints.items():
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = load_weights(AutoModelForCausalLM, path).eval()
         answers = greedy_answers(model, tokenizer, questions)
         scores = judge_scores(judge, judge_tokenizer, questions, answers) if judge is not None else None
         stage: dict = {"perplexity": perplexity(model, tokenizer, [r["reference"] for r in rows])}

@@ -14,6 +14,7 @@ from transformers import (
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     set_seed,
@@ -21,6 +22,7 @@ from transformers import (
 from trl import ModelConfig
 
 from toyllm.tokenizer import train_word_level_tokenizer
+from toyllm.validate import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -67,33 +69,125 @@ def model_init_kwargs(model_args: ModelConfig) -> dict:
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
         "dtype": dtype,
+        "use_safetensors": True,  # never unpickle weights: a .bin file can run code when loaded
     }
 
 
-def load_tokenizer(model_args: ModelConfig, padding_side: str | None = None) -> PreTrainedTokenizerBase:
+# What a base model's tokenizer may lack for chat training, added the way `trl.clone_chat_template` adds a template:
+# ChatML (Qwen's format) with `{% generation %}` around the answer so SFT trains on answers only. Every part ends with
+# a newline, which byte-level BPE never merges with the next word, so a prompt stays a token prefix of prompt + answer.
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}"
+    "{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]  # <|im_end|> ends every turn: it becomes EOS
+PAD_TOKEN = "<|pad|>"
+
+
+def load_tokenizer(
+    model_args: ModelConfig, padding_side: str | None = None, eos_token: str | None = None
+) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer with its chat template; `eos_token` (SFTConfig's) names the end-of-turn token of a
+    base model whose EOS ends documents, e.g. `<|im_end|>` for Qwen2.5."""
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
     )
     if padding_side is not None:
         tokenizer.padding_side = padding_side
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ValueError(
-            f"{model_args.model_name_or_path}: the tokenizer needs a pad token distinct from EOS "
-            "(TRL masks on pad ids, so pad == eos hides the real end of every answer)."
-        )
+    if eos_token is not None:
+        tokenizer.eos_token = eos_token
+    complete_tokenizer(tokenizer, model_args.model_name_or_path)
     return tokenizer
 
 
-def load_causal_lm(path: str, model_args: ModelConfig) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(model_args))
+def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
+    """Give a base model's tokenizer what chat training needs: a chat template, and a pad token that is not EOS.
+
+    No template: ChatML, added as `trl.clone_chat_template` clones one (template, its tokens, its EOS). No pad token,
+    or pad == EOS (TRL masks on pad ids, so it would hide the real end of every answer): a dedicated `<|pad|>`. New
+    tokens get embedding rows when the model is loaded with this tokenizer (`fit_to_tokenizer`). The toy's
+    tokenizer has both and is left as it is.
+    """
+    if tokenizer.chat_template is None:
+        tokenizer.add_tokens([t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()], special_tokens=True)
+        tokenizer.chat_template = CHATML_TEMPLATE
+        tokenizer.eos_token = "<|im_end|>"
+        logger.warning(f"{name}: the tokenizer has no chat template; gave it ChatML (<|im_end|> is now EOS).")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if PAD_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_tokens([PAD_TOKEN], special_tokens=True)
+        tokenizer.pad_token = PAD_TOKEN
+        logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS; added {PAD_TOKEN}.")
+    return tokenizer
 
 
-def load_scorer(path: str, model_args: ModelConfig, pad_token_id: int) -> PreTrainedModel:
-    """A one-label sequence classifier (the judge, or PPO's value model) on a causal-LM or reward checkpoint."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **model_init_kwargs(model_args))
-    model.config.pad_token_id = pad_token_id  # the score is read at the last non-pad token
+def fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Embedding rows for every token, and the tokenizer's special-token ids in the model's configs."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+        logger.warning(f"Resized the token embeddings from {rows} to {len(tokenizer)} rows for the added tokens.")
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    for key, value in ids.items():
+        if value is not None:
+            setattr(model.config, key, value)
+    generation_config = getattr(model, "generation_config", None) if model.can_generate() else None
+    if generation_config is not None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+        stop = generation_config.eos_token_id
+        if tokenizer.eos_token_id not in (stop if isinstance(stop, list) else [stop]):
+            generation_config.eos_token_id = tokenizer.eos_token_id  # a list of stop ids holding it is kept
     return model
+
+
+def context_length(config: PretrainedConfig, requested: int | None = None) -> int:
+    """The longest sequence a stage may use: what the config asks for, capped by the model's positions.
+
+    TRL's default max_length (1024) is longer than the toy's 64 positions and would index past the embeddings.
+    """
+    positions = getattr(config, "max_position_embeddings", None) or requested or 1024
+    return positions if requested is None else min(requested, positions)
+
+
+def load_weights(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
+    """from_pretrained, safetensors only, with a one-line error for a folder that has no loadable weights."""
+    kwargs.setdefault("use_safetensors", True)
+    if (Path(path) / "adapter_config.json").is_file():
+        raise UserError(
+            f"{path}: holds a LoRA adapter, not a full model; merge it into its base first "
+            f"(toyllm merge --adapter {path} --output {path}-merged) and start from the merged folder"
+        )
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(f"{path}: cannot load safetensors weights ({first_line})") from None
+
+
+def load_causal_lm(
+    path: str, model_args: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None
+) -> PreTrainedModel:
+    model = load_weights(AutoModelForCausalLM, path, **model_init_kwargs(model_args))
+    return model if tokenizer is None else fit_to_tokenizer(model, tokenizer)
+
+
+def load_scorer(path: str, model_args: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A one-label sequence classifier (the judge, or PPO's value model) on a causal-LM or reward checkpoint.
+
+    Its config gets the tokenizer's pad id: the score is read at the last non-pad token.
+    """
+    model = load_weights(AutoModelForSequenceClassification, path, num_labels=1, **model_init_kwargs(model_args))
+    return fit_to_tokenizer(model, tokenizer)
 
 
 def check_same_vocabulary(tokenizer: PreTrainedTokenizerBase, *models: PreTrainedModel) -> None:

@@ -1,0 +1,215 @@
+"""Every recipe, unchanged, on tiny random checkpoints of real architectures (Llama, Qwen2, GPT-2), full and LoRA.
+
+The toy YAMLs are used as they ship; only the paths and the length of training are overridden. The checkpoints are
+built locally (tests/realmodels.py): byte-level BPE tokenizers with a ChatML template, no Hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ALICE, REPO
+from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+from realmodels import build_tiny_checkpoint
+from safetensors.torch import load_file
+from toyllm.recipes import dpo, ppo, pretrain, reward, sft
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from toyllm.cli import main as toyllm_cli
+from toyllm.stage import parse_recipe_args
+from toyllm.validate import UserError
+
+RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward, "ppo": ppo, "dpo": dpo}
+SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
+    "pretrain": ["--from_scratch", "false", "--max_steps", "2"],
+    "sft": ["--max_steps", "2"],
+    "reward": ["--max_steps", "2"],
+    "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],
+    "dpo": ["--max_steps", "2"],
+}
+LORA = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear"]
+
+
+def run_stage(stage: str, model: Path, output_dir: Path, *extra: str) -> Path:
+    args = [
+        "--config", str(REPO / "recipes" / "toy" / f"{stage}.yaml"),
+        "--model_name_or_path", str(model), "--output_dir", str(output_dir), *SHORT[stage], *extra,
+    ]  # fmt: skip
+    RECIPES[stage].main(*parse_recipe_args(RECIPES[stage].ARGUMENT_TYPES, args))
+    return output_dir
+
+
+class Checkpoints:
+    """Stages chained through their folders, each trained once per session and shared by the tests."""
+
+    def __init__(self, root: Path):
+        self.root, self.done = root, {}
+
+    def get(self, arch: str, stage: str) -> Path:
+        key = (arch, stage)
+        if key not in self.done:
+            self.done[key] = self._make(arch, stage, self.root / arch / stage)
+        return self.done[key]
+
+    def _make(self, arch: str, stage: str, out: Path) -> Path:
+        if stage in ("base", "bare"):
+            return build_tiny_checkpoint(arch, out, ALICE, bare=stage == "bare")
+        if stage == "sft":
+            return run_stage("sft", self.get(arch, "base"), out)
+        if stage == "reward":
+            return run_stage("reward", self.get(arch, "sft"), out)
+        if stage == "sft-lora":
+            return run_stage("sft", self.get(arch, "base"), out, *LORA)
+        if stage == "sft-merged":
+            toyllm_cli(["merge", "--adapter", str(self.get(arch, "sft-lora")), "--output", str(out)])
+            return out
+        if stage == "reward-lora":
+            return run_stage("reward", self.get(arch, "sft-merged"), out, *LORA)
+        if stage == "reward-merged":
+            toyllm_cli(["merge", "--adapter", str(self.get(arch, "reward-lora")), "--output", str(out)])
+            return out
+        raise KeyError(stage)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> Checkpoints:
+    return Checkpoints(tmp_path_factory.mktemp("real"))
+
+
+def assert_chat_tokenizer(folder: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template and "generation" in tokenizer.chat_template
+    assert tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+# Full fine-tuning
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_pretrain_continues_a_real_checkpoint(checkpoints, arch, tmp_path):
+    out = run_stage("pretrain", checkpoints.get(arch, "base"), tmp_path / "pretrain")
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == arch
+    assert_chat_tokenizer(out)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_sft_and_dpo_full(checkpoints, arch, tmp_path, caplog):
+    sft_dir = checkpoints.get(arch, "sft")
+    assert AutoModelForCausalLM.from_pretrained(sft_dir).config.model_type == arch
+    assert_chat_tokenizer(sft_dir)
+    with caplog.at_level(logging.WARNING):
+        out = run_stage("dpo", sft_dir, tmp_path / "dpo")
+    assert "Mismatch between tokenized prompt" not in caplog.text  # BPE keeps the prompt a prefix
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == arch
+    assert_chat_tokenizer(out)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_reward_and_ppo_full(checkpoints, arch, tmp_path):
+    judge = checkpoints.get(arch, "reward")
+    assert AutoModelForSequenceClassification.from_pretrained(judge).config.num_labels == 1
+    out = run_stage("ppo", checkpoints.get(arch, "sft"), tmp_path / "ppo", "--reward_model_path", str(judge))
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == arch
+    assert_chat_tokenizer(out)
+
+
+def test_base_model_without_chat_template_or_pad_gets_them(checkpoints, tmp_path, caplog):
+    """A base GPT-2 tokenizer (no template, no pad): ChatML and <|pad|> are added, the embeddings resized."""
+    bare = checkpoints.get("gpt2", "bare")
+    rows = AutoModelForCausalLM.from_pretrained(bare).get_input_embeddings().weight.shape[0]
+    with caplog.at_level(logging.WARNING):
+        out = run_stage("sft", bare, tmp_path / "sft")
+    assert "no chat template" in caplog.text and "added <|pad|>" in caplog.text
+    assert_chat_tokenizer(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == rows + 3
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+
+
+# LoRA: every TRL stage on one architecture
+
+
+def test_lora_sft_trains_the_adapter_only(checkpoints):
+    base = checkpoints.get("qwen2", "base")
+    before = digest(base)
+    adapter = checkpoints.get("qwen2", "sft-lora")
+    assert digest(base) == before  # the base checkpoint on disk is untouched
+    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
+    assert_chat_tokenizer(adapter)
+
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter)
+    original = load_file(base / "model.safetensors")
+    lora_b = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b.values())  # LoRA B starts at zero: it moved
+    for name, param in model.get_base_model().named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        assert torch.equal(param, original[key]), name  # every base weight is what it was
+
+
+def test_merge_folds_the_adapter_into_a_full_checkpoint(checkpoints):
+    adapter, merged = checkpoints.get("qwen2", "sft-lora"), checkpoints.get("qwen2", "sft-merged")
+    base = AutoModelForCausalLM.from_pretrained(checkpoints.get("qwen2", "base"))
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    assert_chat_tokenizer(merged)
+    assert not (merged / "adapter_config.json").exists()
+    ids = AutoTokenizer.from_pretrained(merged).apply_chat_template(
+        [{"role": "user", "content": "who did alice follow"}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
+    with torch.no_grad():
+        expected = AutoPeftModelForCausalLM.from_pretrained(adapter)(ids).logits
+        assert torch.allclose(model(ids).logits, expected, atol=1e-5)
+        assert not torch.allclose(base(ids).logits, expected, atol=1e-5)
+
+
+def test_lora_reward_keeps_its_score_head(checkpoints):
+    adapter = checkpoints.get("qwen2", "reward-lora")
+    model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, num_labels=1)
+    assert any("score" in n and "modules_to_save" in n for n, _ in model.named_parameters())
+    merged = AutoModelForSequenceClassification.from_pretrained(checkpoints.get("qwen2", "reward-merged"))
+    assert merged.config.num_labels == 1
+
+
+@pytest.mark.parametrize("stage", ["ppo", "dpo"])
+def test_lora_ppo_and_dpo(checkpoints, stage, tmp_path, caplog):
+    extra = ["--reward_model_path", str(checkpoints.get("qwen2", "reward-merged"))] if stage == "ppo" else []
+    with caplog.at_level(logging.WARNING):
+        out = run_stage(stage, checkpoints.get("qwen2", "sft-merged"), tmp_path / stage, *LORA, *extra)
+    assert "Mismatch between tokenized prompt" not in caplog.text
+    assert (out / "adapter_model.safetensors").is_file()
+    assert AutoPeftModelForCausalLM.from_pretrained(out).peft_config["default"].r == 8
+    assert_chat_tokenizer(out)
+
+
+def test_an_adapter_folder_is_refused_with_the_merge_command(checkpoints, tmp_path):
+    with pytest.raises(UserError, match="toyllm merge --adapter"):
+        run_stage("dpo", checkpoints.get("qwen2", "sft-lora"), tmp_path / "dpo")
+
+
+# The shipped real-model recipes
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "qwen2.5-0.5b").glob("*.yaml")), ids=lambda p: p.name)
+def test_real_model_yaml_parses(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the local folders a YAML chains from exist here, empty
+    stage = path.stem.removesuffix("_lora")
+    text = path.read_text()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("model_name_or_path", "reward_model_path") and value.split("#")[0].strip().startswith("outputs/"):
+            (tmp_path / value.split("#")[0].strip()).mkdir(parents=True)
+    script_args, training_args, model_args = parse_recipe_args(RECIPES[stage].ARGUMENT_TYPES, ["--config", str(path)])
+    assert model_args.use_peft == path.stem.endswith("_lora")
+    assert training_args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert "Qwen" in model_args.model_name_or_path or model_args.model_name_or_path.startswith("outputs/qwen2.5-0.5b")
