@@ -122,12 +122,17 @@ def test_batched_greedy_answers_equal_one_at_a_time(demo_run):
     assert greedy_answers(model, tokenizer, questions) == [greedy_answers(model, tokenizer, [q])[0] for q in questions]
 
 
-def test_every_shipped_yaml_parses_with_its_recipe():
+def test_every_shipped_yaml_parses_with_its_recipe(demo_run):
     import importlib
 
     from toyllm.stage import parse_recipe_args
 
+    output_dir, _ = demo_run  # the YAMLs point at outputs/toy/..., which a fresh clone does not have yet
     for stage in TRAINED_STAGES:
         recipe = importlib.import_module(f"toyllm.recipes.{stage}")
-        args = parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", str(RECIPES_DIR / "toy" / f"{stage}.yaml")])
+        paths = ["--model_name_or_path", str(output_dir / "sft")]
+        if stage == "ppo":
+            paths += ["--reward_model_path", str(output_dir / "reward")]
+        config = str(RECIPES_DIR / "toy" / f"{stage}.yaml")
+        args = parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", config, *paths])
         assert args[1].output_dir.endswith(stage)
