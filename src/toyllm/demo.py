@@ -23,7 +23,7 @@ import toyllm.recipes
 from toyllm.data import DATA_FILES, check_data_folder
 from toyllm.evaluate import evaluate_checkpoints
 from toyllm.model import build_random_checkpoint
-from toyllm.report import format_metrics_table, format_responses_table
+from toyllm.report import format_comparison, write_report
 from toyllm.stage import atomic_write_text, parse_recipe_args, read_marker, stage_fingerprint, write_marker
 from toyllm.validate import UserError, check_against_tokenizer
 
@@ -149,10 +149,9 @@ def run_demo(
     report_dir = output_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    report = write_report(output_dir, metrics, {stage: output_dir / stage for stage in ("random", *TRAINED_STAGES)})
     progress("")
-    progress(format_responses_table(responses, list(POLICY_STAGES)))
+    progress(format_comparison(stages, responses))
     progress("")
-    progress(format_metrics_table(stages))
-    progress("")
-    progress(f"Total {sum(seconds.values()):.1f}s. Metrics: {report_dir / 'metrics.json'}")
+    progress(f"Total {sum(seconds.values()):.1f}s. Metrics: {report_dir / 'metrics.json'}  Report: {report}")
     return metrics

@@ -1,6 +1,13 @@
-"""Tables that show the stages side by side (printed by the demo, written into the report)."""
+"""Tables that show the stages side by side (printed by the demo and `toyllm compare`) and the report with plots."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from toyllm.stage import atomic_write_text
+from toyllm.validate import UserError
 
 
 def _cell(text: str, width: int) -> str:
@@ -32,3 +39,107 @@ def format_metrics_table(stages: dict[str, dict]) -> str:
             cells += [f"{stage[split]['exact_match']:.2f}", "-" if reward is None else f"{reward:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# One sentence per stage, for the report; a checkpoint of another name gets the generic one.
+STAGE_SENTENCES = {
+    "random": "The GPT-2 architecture with random weights and a vocabulary built from the data: the starting point, "
+    "which knows nothing yet.",
+    "pretrain": "Next-token prediction on plain sentences of the story (`transformers.Trainer`): the model becomes a "
+    "completer that continues text it has read, but does not answer questions.",
+    "sft": "Supervised fine-tuning on question/answer chats (TRL `SFTTrainer`, loss on the answers only): the model "
+    "learns the chat format and to answer the flashcard questions.",
+    "reward": "A reward model, the judge, trained on chosen/rejected answer pairs (TRL `RewardTrainer`): it scores "
+    "answers and is not itself a chat model, so it has no column in the tables.",
+    "ppo": "RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
+    "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
+    "dpo": "Direct preference optimisation (TRL `DPOTrainer`): learns from the chosen/rejected pairs directly, "
+    "without a judge or sampling, relative to a frozen copy of the SFT model.",
+}
+OTHER_STAGE = "A checkpoint given to `toyllm compare`, evaluated the same way as the others."
+
+
+def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
+    """The evolution table and the metrics table, as the demo prints them at its end (and `toyllm compare` does)."""
+    return format_responses_table(responses, list(stages)) + "\n\n" + format_metrics_table(stages)
+
+
+def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, str | Path]) -> Path:
+    """`<output_dir>/report/report.md` with the tables, one sentence per stage and the plots beside it (PNGs).
+
+    `metrics` is metrics.json's content; `stage_dirs` names each stage's checkpoint folder, whose
+    trainer_state.json (if any) holds the training log that is plotted. Missing logs or keys leave a plot out.
+    """
+    from toyllm.plots import plot_metrics, plot_ppo, plot_training, read_log_history, save_figure
+
+    report_dir = Path(output_dir) / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stages, responses = metrics.get("stages", {}), metrics.get("responses", [])
+    histories = {name: read_log_history(path) for name, path in stage_dirs.items()}
+    figures = [
+        ("training.png", "Training curves", plot_training(histories)),
+        ("ppo.png", "PPO, per step", plot_ppo(histories)),
+        ("metrics.png", "Evaluation per stage", plot_metrics(stages) if stages else None),
+    ]
+    names = list(dict.fromkeys([*stage_dirs, *stages]))
+    lines = ["# toyllm report", "", "## The stages", ""]
+    lines += [f"- **{name}**: {STAGE_SENTENCES.get(name, OTHER_STAGE)}" for name in names]
+    if stages:
+        lines += ["", "## The model's evolution", "", "The greedy chat answer of every stage to each eval prompt.", ""]
+        lines += [format_responses_table(responses, list(stages)), "", "## Metrics", ""]
+        lines += [
+            "*perplexity* is of the eval references as plain text; *exact* is the share of greedy chat answers equal "
+            "to the reference; *reward* is the judge's mean score of those answers (`-` without a judge).",
+            "",
+            format_metrics_table(stages),
+        ]
+    seconds = metrics.get("seconds") or {}
+    if seconds:
+        timing = ", ".join(f"{name} {value:.1f}" if value else f"{name} skipped" for name, value in seconds.items())
+        lines += [
+            "",
+            f"Seconds per stage ('skipped': already complete): {timing} (total {sum(seconds.values()):.1f} s).",
+        ]
+    plotted = [(file, title, figure) for file, title, figure in figures if figure is not None]
+    if plotted:
+        lines += ["", "## Plots"]
+    for file, title, figure in plotted:
+        save_figure(figure, report_dir / file)
+        lines += ["", f"### {title}", "", f"![{title}]({file})"]
+    for file, _, figure in figures:
+        if figure is None:
+            (report_dir / file).unlink(missing_ok=True)  # a stale plot from an earlier run would mislead
+    path = report_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def run_compare(
+    models: dict[str, str | Path],
+    eval_file: str | Path,
+    reward_model_dir: str | Path | None = None,
+    output_dir: str | Path = "outputs/compare",
+) -> dict:
+    """`toyllm compare`: evaluate the checkpoints, print the tables, write metrics.json and the report."""
+    from toyllm.evaluate import evaluate_checkpoints
+
+    folders = {**models, **({"--reward-model": reward_model_dir} if reward_model_dir is not None else {})}
+    missing = [f"{name}: {path} is not a folder" for name, path in folders.items() if not Path(path).is_dir()]
+    if missing:
+        raise UserError(missing)
+    if not Path(eval_file).is_file():
+        raise UserError(f"{eval_file}: no such eval file")
+    start = time.perf_counter()
+    stages, responses = evaluate_checkpoints(models, eval_file, reward_model_dir)
+    seconds = {"evaluate": round(time.perf_counter() - start, 2)}
+    metrics = {"stages": stages, "responses": responses, "seconds": seconds}
+    report_dir = Path(output_dir) / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    stage_dirs = dict(models)
+    if reward_model_dir is not None and "reward" not in stage_dirs:
+        stage_dirs["reward"] = reward_model_dir  # its training curve belongs in the report too
+    report = write_report(output_dir, metrics, stage_dirs)
+    print(format_comparison(stages, responses))
+    print(f"\nMetrics: {report_dir / 'metrics.json'}  Report: {report}")
+    return metrics

@@ -1,0 +1,155 @@
+"""Talk to a checkpoint: `toyllm generate` (one question) and `toyllm chat` (a conversation in the terminal)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from toyllm.evaluate import chat_prompts
+from toyllm.model import load_weights
+from toyllm.validate import UserError
+
+EXIT_COMMANDS = {"/exit", "/quit"}
+
+
+def load_chat_model(path: str | Path):
+    """A causal-LM checkpoint folder and its tokenizer, which must carry a chat template."""
+    if not Path(path).is_dir():
+        raise UserError(f"{path}: no such checkpoint folder")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        raise UserError(f"{path}: the tokenizer has no chat template; train it with a recipe (SFT) first")
+    model = load_weights(AutoModelForCausalLM, path).eval()
+    return model, tokenizer
+
+
+def context_limit(model, tokenizer) -> int | None:
+    """How many positions the model can see, when it says so."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None and 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+        limit = tokenizer.model_max_length
+    return limit
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The chat template applied to the conversation, ending where the assistant's answer begins."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return chat_prompts(tokenizer, [messages[0]["content"]])[0]  # one question: exactly what evaluation asks
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus whatever the generation config stops on (e.g. `<|im_end|>` of a chat model)."""
+    ids = []
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token in value if isinstance(value, list) else [value]:
+            if token is not None and token not in ids:
+                ids.append(token)
+    return ids
+
+
+@torch.no_grad()
+def answer(
+    model,
+    tokenizer,
+    messages: list[dict],
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> str:
+    """The model's answer to the conversation so far (its last message is the user's), special tokens stripped."""
+    ids = prompt_ids(tokenizer, messages)
+    limit = context_limit(model, tokenizer)
+    room = max_new_tokens if limit is None else min(max_new_tokens, limit - len(ids))
+    if room < 1:
+        raise UserError(f"the conversation ({len(ids)} tokens) fills the model's context of {limit} positions")
+    stop = _stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else None)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    input_ids = torch.tensor([ids], device=model.device)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=room,
+        eos_token_id=stop or None,
+        pad_token_id=pad,
+        **sampling,
+    )
+    return tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True).strip()
+
+
+def fit_history(model, tokenizer, messages: list[dict], max_new_tokens: int) -> list[dict]:
+    """Drop the oldest exchanges (a leading system message stays) until the prompt leaves room for an answer."""
+    limit = context_limit(model, tokenizer)
+    if limit is None:
+        return messages
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head) :]
+    while len(body) > 1 and len(prompt_ids(tokenizer, head + body)) + min(max_new_tokens, 8) > limit:
+        body = body[2:] if len(body) > 2 and body[1]["role"] == "assistant" else body[1:]
+    return head + body
+
+
+def generate(model_dir: str | Path, question: str, max_new_tokens: int = 32, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> str:  # fmt: skip
+    if seed is not None:
+        set_seed(seed)
+    model, tokenizer = load_chat_model(model_dir)
+    return answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens, do_sample,
+                  temperature, top_p)  # fmt: skip
+
+
+def chat_loop(
+    model_dir: str | Path,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    system: str | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Read a line, answer it with the whole conversation as context; /reset forgets it, /exit or Ctrl-D ends."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if seed is not None:
+        set_seed(seed)
+    model, tokenizer = load_chat_model(model_dir)
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    print(f"chatting with {model_dir} (/reset forgets the conversation, /exit or Ctrl-D ends)", file=stdout)
+    try:
+        while True:
+            stdout.write("you> ")
+            stdout.flush()
+            line = stdin.readline()
+            if not line:  # EOF
+                stdout.write("\n")
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in EXIT_COMMANDS:
+                break
+            if text == "/reset":
+                messages = list(start)
+                print("(conversation forgotten)", file=stdout)
+                continue
+            messages = fit_history(model, tokenizer, messages + [{"role": "user", "content": text}], max_new_tokens)
+            try:
+                reply = answer(model, tokenizer, messages, max_new_tokens, do_sample, temperature, top_p)
+            except UserError as error:
+                print(f"({error.problems[0]}; try a shorter line or /reset)", file=stdout)
+                messages = messages[:-1]
+                continue
+            messages.append({"role": "assistant", "content": reply})
+            print(f"bot> {reply if reply else '(nothing)'}", file=stdout, flush=True)
+    except KeyboardInterrupt:
+        stdout.write("\n")
+    stdout.flush()
+    return 0

@@ -1,0 +1,127 @@
+"""`toyllm generate`, `toyllm chat` and `toyllm compare` on a micro checkpoint built in a second."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
+from toyllm.cli import main
+from toyllm.evaluate import chat_prompts, greedy_answers, normalise
+from toyllm.model import build_random_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("micro") / "random"
+    build_random_checkpoint(data_dir=REPO / "data", toy_config_dir=REPO / "toy_config", output_dir=output, seed=0)
+    return output
+
+
+def toyllm(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "toyllm.cli", *args], input=stdin, capture_output=True, text=True, env=env,
+        timeout=300, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_generate_prints_the_greedy_answer_only(micro):
+    result = toyllm("generate", "--model", str(micro), "--max-new-tokens", "12", "who was alice")
+    assert result.returncode == 0, result.stderr
+    model, tokenizer = load_chat_model(micro)
+    expected = greedy_answers(model, tokenizer, ["who was alice"], max_new_tokens=12)[0]
+    assert normalise(result.stdout) == expected
+    assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_generate_sampling_is_seeded(micro, capsys):
+    args = ["generate", "--model", str(micro), "--do-sample", "--temperature", "1.5", "--top-p", "0.9", "who was"]
+    assert main([*args, "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_chat_through_a_pipe_ends_cleanly_on_eof(micro):
+    result = toyllm("chat", "--model", str(micro), stdin="who did alice follow\n\nwho was alice\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("you> ") == 4  # two questions, one blank line, then EOF
+    assert result.stdout.count("bot> ") == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_exit_command_and_ctrl_c(micro):
+    out = io.StringIO()
+    assert chat_loop(micro, stdin=io.StringIO("who was alice\n/exit\nwho did alice follow\n"), stdout=out) == 0
+    assert out.getvalue().count("bot> ") == 1
+
+    class CtrlC(io.StringIO):
+        def readline(self, *args):
+            raise KeyboardInterrupt
+
+    out = io.StringIO()
+    assert chat_loop(micro, stdin=CtrlC(), stdout=out) == 0
+    assert out.getvalue().endswith("you> \n")
+
+
+def test_chat_keeps_history_within_the_context(micro):
+    """The toy sees 64 positions: old exchanges are dropped so that a long conversation keeps going."""
+    model, tokenizer = load_chat_model(micro)
+    messages = [{"role": "system", "content": "alice"}]
+    for _ in range(20):
+        messages += [{"role": "user", "content": "who did alice follow"}, {"role": "assistant", "content": "alice"}]
+    fitted = fit_history(model, tokenizer, messages + [{"role": "user", "content": "who was alice"}], 32)
+    assert fitted[0]["role"] == "system" and fitted[-1]["content"] == "who was alice"
+    assert len(prompt_ids(tokenizer, fitted)) < model.config.max_position_embeddings
+    assert (
+        prompt_ids(tokenizer, [{"role": "user", "content": "who was alice"}])
+        == chat_prompts(tokenizer, ["who was alice"])[0]
+    )
+    out = io.StringIO()
+    assert chat_loop(micro, stdin=io.StringIO("who did alice follow\n" * 15), stdout=out) == 0
+    assert out.getvalue().count("bot> ") == 15
+
+
+def test_generate_reports_a_missing_folder(tmp_path):
+    result = toyllm("generate", "--model", str(tmp_path / "nope"), "hi")
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, capsys):
+    out = tmp_path / "compare"
+    eval_file = REPO / "data" / "eval.jsonl"
+    args = ["compare", "--model", f"first={micro}", "--model", f"second={micro}", "--eval", str(eval_file)]
+    assert main([*args, "--reward-model", str(micro), "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert set(metrics) == {"stages", "responses", "seconds"}
+    assert list(metrics["stages"]) == ["first", "second"]
+    assert metrics["stages"]["first"] == metrics["stages"]["second"]  # the same checkpoint, measured the same way
+    assert "| split | prompt | first | second |" in printed
+    assert "| stage | perplexity |" in printed
+    first = metrics["stages"]["first"]
+    assert f"| first | {first['perplexity']:.2f} |" in printed
+    assert all("mean_reward" in v for k, v in first.items() if k != "perplexity")
+    report = (out / "report" / "report.md").read_text()
+    assert "| split | prompt | first | second |" in report and "](metrics.png)" in report
+    assert (out / "report" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_rejects_bad_models(micro, tmp_path, capsys):
+    eval_file = str(REPO / "data" / "eval.jsonl")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--model", f"a={micro}", "--model", f"a={micro}", "--eval", eval_file])
+    assert exit_info.value.code == 2 and "given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--model", f"a={tmp_path / 'nope'}", "--eval", eval_file, "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "is not a folder" in capsys.readouterr().err
