@@ -32,6 +32,8 @@ lint: $(BIN)/python
 
 bench: install
 	$(BIN)/python benchmarks/demo_time.py
+	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/ppo_throughput.py
 
 clean:
 	rm -rf outputs
