@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
+
+from toyllm.validate import exit_on_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,53 +67,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             from toyllm.chat import generate as generate_answer
 
-            with _user_errors():
+            with exit_on_user_error(None):
                 print(generate_answer(args.model, args.question, **sampling))
         else:
             from toyllm.chat import chat_loop
 
-            with _user_errors():
+            with exit_on_user_error(None):
                 return chat_loop(args.model, system=args.system, **sampling)
     if args.command == "compare":
         from toyllm.report import run_compare
 
-        with _user_errors():
+        with exit_on_user_error(None):
             run_compare(parse_named_models(parser, args.model), args.eval, args.reward_model, args.output_dir)
     if args.command == "demo":
         from toyllm.demo import run_demo
-        from toyllm.stage import exit_on_user_error
 
         with exit_on_user_error("run the same command again: finished stages are skipped"):
             run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite)
     if args.command == "merge":
         from toyllm.merge import merge_adapter
-        from toyllm.stage import exit_on_user_error
 
-        with exit_on_user_error():
+        with exit_on_user_error(None):
             merge_adapter(args.adapter, args.output)
     if args.command == "push":
         from toyllm.hub import push_folder
-        from toyllm.stage import exit_on_user_error
 
-        with exit_on_user_error():
+        with exit_on_user_error(None):
             print(push_folder(args.model, args.repo_id, private=args.private or None))
     return 0
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """A user's mistake ends the process with its message and exit code 2; Ctrl-C ends it quietly (130)."""
-    from toyllm.validate import UserError
-
-    try:
-        yield
-    except UserError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 def parse_named_models(parser: argparse.ArgumentParser, values: list[str]) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -10,7 +9,6 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from trl import TrlParser
 from toyllm.card import recipe_command, write_model_card
 from toyllm.config import check_config_file, check_model_path
 from toyllm.model import bf16_supported
-from toyllm.validate import UserError
+from toyllm.validate import UserError, exit_on_user_error  # noqa: F401  (recipes import it from here)
 
 logger = logging.getLogger(__name__)
 
@@ -128,23 +126,6 @@ def _resolve_resume(training_args: TrainingArguments) -> None:
     if last is None:
         logger.warning(f"No checkpoint in {training_args.output_dir} to resume from: starting the stage afresh.")
     training_args.resume_from_checkpoint = last
-
-
-RESUME_HINT = "run the same command with --resume to continue from the last saved checkpoint"
-
-
-@contextlib.contextmanager
-def exit_on_user_error(resume_hint: str = RESUME_HINT) -> Iterator[None]:
-    """A user's mistake ends the process with its message and exit code 2; Ctrl-C says how to pick up again."""
-    try:
-        yield
-    except UserError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished checkpoints are kept; {resume_hint}.", file=sys.stderr)
-        sys.exit(130)
 
 
 def read_marker(folder: str | Path) -> dict | None:

@@ -7,9 +7,12 @@ rows `{"prompt", "reference", "split"}`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +33,24 @@ class UserError(Exception):
 
 def _a(word: str) -> str:
     return f"an {word}" if word.startswith("assistant") else f"a {word}"
+
+
+RESUME_HINT = "run the same command with --resume to continue from the last saved checkpoint"
+
+
+@contextlib.contextmanager
+def exit_on_user_error(resume_hint: str | None = RESUME_HINT) -> Iterator[None]:
+    """A user's mistake ends the process with its message and exit code 2; Ctrl-C exits 130, saying how to go on."""
+    try:
+        yield
+    except UserError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        hint = f": finished checkpoints are kept; {resume_hint}." if resume_hint else ""
+        print(f"\ninterrupted{hint}", file=sys.stderr)
+        sys.exit(130)
 
 
 class _Row:
