@@ -104,7 +104,8 @@ def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, ca
     assert main([*args, "--reward-model", str(micro), "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert set(metrics) == {"stages", "responses", "seconds"}
+    assert set(metrics) == {"stages", "responses", "continuations", "seconds"}
+    assert all({"text", "first", "second"} <= set(row) for row in metrics["continuations"])
     assert list(metrics["stages"]) == ["first", "second"]
     assert metrics["stages"]["first"] == metrics["stages"]["second"]  # the same checkpoint, measured the same way
     assert "| split | prompt | first | second |" in printed

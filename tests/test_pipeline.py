@@ -109,9 +109,25 @@ def test_pretrained_model_is_a_completer(demo_run):
         words = sentence.split()
         prefix = tokenizer(tokenizer.bos_token + " ".join(words[:2]), add_special_tokens=False, return_tensors="pt")
         out = model.generate(**prefix, max_new_tokens=10, do_sample=False)
-        completed += tokenizer.decode(out[0], skip_special_tokens=True) in corpus
+        completed += tokenizer.decode(out[0], skip_special_tokens=True).strip() in corpus
     assert completed / len(corpus) >= 0.8
     assert metrics["stages"]["pretrain"]["trained"]["exact_match"] < 0.5
+
+
+def test_base_vs_instruct_through_the_text_generation_pipeline(demo_run):
+    """As users meet checkpoints on the Hub: the pretrained model continues plain text with its words spaced, the
+    SFT model answers a chat question; the report's base-vs-instruct table holds the same continuation."""
+    output_dir, metrics = demo_run
+    base = pipeline("text-generation", model=str(output_dir / "pretrain"))
+    continued = base("alice followed the", max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert continued == "alice followed the white rabbit"  # the corpus sentence, not "alice followed thewhite ..."
+    row = next(r for r in metrics["continuations"] if r["text"] == "alice followed the")
+    assert row["pretrain"] == continued
+    chat = pipeline("text-generation", model=str(output_dir / "sft"))
+    turns = chat([{"role": "user", "content": "who did alice follow"}], max_new_tokens=12, do_sample=False)
+    assert turns[0]["generated_text"][-1]["content"].strip() == "alice followed the white rabbit"
+    asked = base([{"role": "user", "content": "who did alice follow"}], max_new_tokens=12, do_sample=False)
+    assert asked[0]["generated_text"][-1]["content"].strip() != "alice followed the white rabbit"
 
 
 def test_batched_greedy_answers_equal_one_at_a_time(demo_run):

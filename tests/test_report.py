@@ -28,7 +28,13 @@ def fake_metrics(with_reward: bool = True) -> dict:
         {"prompt": "who was alice", "split": "held_out", "reference": "alice was very curious",
          **{name: "" for name in stages}},
     ]  # fmt: skip
-    return {"stages": stages, "responses": responses, "seconds": {"random": 0.1, "pretrain": 1.5, "evaluate": 0.3}}
+    continuations = [{"text": "alice followed the", **{name: f"alice followed the {name}" for name in stages}}]
+    return {
+        "stages": stages,
+        "responses": responses,
+        "continuations": continuations,
+        "seconds": {"random": 0.1, "pretrain": 1.5, "evaluate": 0.3},
+    }
 
 
 def steps(n: int, **curves) -> list[dict]:
@@ -106,6 +112,9 @@ def test_report_holds_every_stage_and_its_plots(tmp_path, stage_dirs):
     for name in ("random", "pretrain", "sft", "reward", "ppo", "dpo"):
         assert f"- **{name}**: " in text  # one sentence per stage
     assert "answer of dpo" in text and "(nothing)" in text
+    assert "## Base vs instruct" in text
+    assert "| text | random | pretrain | sft | ppo | dpo |" in text
+    assert "| alice followed the | alice followed the random | alice followed the pretrain |" in text
     for png in ("training.png", "ppo.png", "metrics.png"):
         assert f"]({png})" in text  # relative links, beside report.md
         data = (path.parent / png).read_bytes()

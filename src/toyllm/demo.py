@@ -142,9 +142,11 @@ def run_demo(
     start = time.perf_counter()
     checkpoints = {stage: output_dir / stage for stage in POLICY_STAGES}
     with open(log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
-        stages, responses = evaluate_checkpoints(checkpoints, data_dir / DATA_FILES["eval"], output_dir / "reward")
+        stages, responses, continuations = evaluate_checkpoints(
+            checkpoints, data_dir / DATA_FILES["eval"], output_dir / "reward"
+        )
     seconds["evaluate"] = round(time.perf_counter() - start, 2)
-    metrics = {"stages": stages, "responses": responses, "seconds": seconds}
+    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
 
     report_dir = output_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)

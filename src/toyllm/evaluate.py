@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from toyllm.data import load_data
 from toyllm.model import MAX_NEW_TOKENS, load_weights
@@ -83,14 +83,35 @@ def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[st
     return logits[:, 0].float().tolist()
 
 
+CONTINUATION_WORDS = 3  # a plain-text prompt is the start of a reference answer: "alice followed the"
+
+
+def text_openings(rows: list[dict]) -> list[str]:
+    """One plain-text prompt per eval split: the first words of its first reference, as a base model is tried."""
+    firsts = {}
+    for row in rows:
+        firsts.setdefault(row["split"], " ".join(row["reference"].split()[:CONTINUATION_WORDS]))
+    return list(dict.fromkeys(firsts.values()))
+
+
+def continue_texts(model, tokenizer, texts: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+    """Each text continued greedily by `pipeline("text-generation")`, the way a base model is tried on the Hub."""
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    room = model.config.max_position_embeddings - max(len(tokenizer(t)["input_ids"]) for t in texts)
+    outputs = generator(texts, max_new_tokens=max(1, min(max_new_tokens, room)), do_sample=False)
+    return [normalise(output[0]["generated_text"]) for output in outputs]
+
+
 def evaluate_checkpoints(
     checkpoints: dict[str, str | Path], eval_file: str | Path, reward_model_dir: str | Path | None
-) -> tuple[dict, list[dict]]:
-    """metrics.json's `stages` and `responses` for any set of causal-LM checkpoints."""
+) -> tuple[dict, list[dict], list[dict]]:
+    """metrics.json's `stages`, `responses` (greedy chat answers) and `continuations` (plain text continued) for
+    any set of causal-LM checkpoints."""
     rows = load_data(eval_file, "eval").to_list()
     questions = [r["prompt"] for r in rows]
     splits = sorted({r["split"] for r in rows}, key=[r["split"] for r in rows].index)
     responses = [{"prompt": r["prompt"], "split": r["split"], "reference": r["reference"]} for r in rows]
+    continuations = [{"text": text} for text in text_openings(rows)]
     judge = judge_tokenizer = None
     if reward_model_dir is not None:
         judge = load_weights(AutoModelForSequenceClassification, reward_model_dir).eval()
@@ -115,4 +136,6 @@ def evaluate_checkpoints(
             if scores is not None:
                 stage[split]["mean_reward"] = sum(scores[i] for i in idx) / len(idx)
         stages[name] = stage
-    return stages, responses
+        for row, text in zip(continuations, continue_texts(model, tokenizer, [c["text"] for c in continuations])):
+            row[name] = text
+    return stages, responses, continuations

@@ -25,6 +25,15 @@ def format_responses_table(responses: list[dict], stages: list[str], width: int 
     return "\n".join(lines)
 
 
+def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
+    """Base vs instruct: each plain-text prompt as every stage continues it through the text-generation pipeline."""
+    header = ["text", *stages]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in continuations:
+        lines.append("| " + " | ".join([row["text"], *(_cell(row.get(stage, ""), width) for stage in stages)]) + " |")
+    return "\n".join(lines)
+
+
 def format_metrics_table(stages: dict[str, dict]) -> str:
     """Per-stage perplexity, then exact_match and mean_reward for every split, in markdown."""
     splits = [key for key in next(iter(stages.values())) if key != "perplexity"]
@@ -86,7 +95,21 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     lines += [f"- **{name}**: {STAGE_SENTENCES.get(name, OTHER_STAGE)}" for name in names]
     if stages:
         lines += ["", "## The model's evolution", "", "The greedy chat answer of every stage to each eval prompt.", ""]
-        lines += [format_responses_table(responses, list(stages)), "", "## Metrics", ""]
+        lines += [format_responses_table(responses, list(stages)), ""]
+        continuations = metrics.get("continuations") or []
+        if continuations:
+            lines += [
+                "## Base vs instruct",
+                "",
+                "The same checkpoints met the other way users meet a model on the Hub: plain text given to "
+                '`pipeline("text-generation")`, continued greedily. A base model (pretrain) continues the text it '
+                "has read; the chat-tuned ones (sft, ppo, dpo) answer questions in the table above, and what they do "
+                "with plain text shows how much of the completer is left.",
+                "",
+                format_continuations_table(continuations, list(stages)),
+                "",
+            ]
+        lines += ["## Metrics", ""]
         lines += [
             "*perplexity* is of the eval references as plain text; *exact* is the share of greedy chat answers equal "
             "to the reference; *reward* is the judge's mean score of those answers (`-` without a judge).",
@@ -130,9 +153,9 @@ def run_compare(
     if not Path(eval_file).is_file():
         raise UserError(f"{eval_file}: no such eval file")
     start = time.perf_counter()
-    stages, responses = evaluate_checkpoints(models, eval_file, reward_model_dir)
+    stages, responses, continuations = evaluate_checkpoints(models, eval_file, reward_model_dir)
     seconds = {"evaluate": round(time.perf_counter() - start, 2)}
-    metrics = {"stages": stages, "responses": responses, "seconds": seconds}
+    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from toyllm.data import DATA_FILES, iter_texts
@@ -41,8 +41,11 @@ def train_word_level_tokenizer(data_dir: str | Path, toy_config_dir: str | Path)
     if spec.get("lowercase", True):
         tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    # WordPiece's decoder joins tokens with single spaces, which is what a word-level vocabulary needs.
-    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    # Every word decodes with the space before it, as GPT-2's "Ġwhite" does (punctuation attaches to the word
+    # before). `pipeline("text-generation")` decodes only the new tokens and appends them to the prompt, so a
+    # continuation must bring its own space: "alice followed the" + " white rabbit", not "...thewhite rabbit".
+    # The price is a leading space on a whole decoded text, which our evaluation and chat strip.
+    tokenizer.decoder = decoders.Replace(Regex(r"^(?=\w)"), " ")
     # No post-processor: appending EOS on every call would break TRL's prompt/prompt+completion prefix check.
     trainer = trainers.WordLevelTrainer(special_tokens=special_tokens, min_frequency=1, show_progress=False)
     tokenizer.train_from_iterator(iter_data_folder_texts(data_dir), trainer=trainer)
