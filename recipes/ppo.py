@@ -12,13 +12,14 @@ import gc
 import os
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig, set_seed
+from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
-from trl.experimental.ppo import PPOConfig, PPOTrainer
+from trl.experimental.ppo import PPOConfig
 
 from toyllm.config import check_ppo_setup
 from toyllm.data import load_data
 from toyllm.model import check_same_vocabulary, context_length, load_causal_lm, load_scorer, load_tokenizer
+from toyllm.ppo import PPOTrainer  # TRL's PPOTrainer, fixed for LoRA under several processes
 from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
 
 
@@ -33,7 +34,6 @@ ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
     setup_logging(training_args)
     fingerprint = begin_stage(script_args, training_args, model_args)
-    set_seed(training_args.seed)  # PPO shuffles mini-batches with numpy; seed it like the other trainers do
 
     # Tokenizer & prompts, checked before any model is loaded. Prompts are left-padded so every response starts at
     # the same index.

@@ -7,6 +7,7 @@ instruct model; `bare=True` leaves both out, like a base model (GPT-2 has neithe
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -93,3 +94,8 @@ def build_tiny_checkpoint(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def digest(folder: Path) -> str:
+    """The checkpoint's weights, hashed: to prove a run left them untouched."""
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()

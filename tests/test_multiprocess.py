@@ -31,7 +31,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ALICE, REPO
-from transformers import AutoModelForCausalLM
+from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+from realmodels import build_tiny_checkpoint, digest
+from stage_chain import CHAIN, run_chain
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from toyllm.demo import recipe_args, stage_overrides
 
@@ -182,3 +185,51 @@ def test_launch_slurm_on_two_nodes(demo_run, tmp_path):
     assert "2 nodes x 1 GPUs = 2 processes" in result.stdout
     # 42 sentences, 16 per process, 2 processes: 2 steps an epoch (3 if each node trained alone).
     assert trainer_state(output_dir)["global_step"] == 5 * 2
+
+
+def losses(folder: Path, key: str = "loss") -> list[float]:
+    return [log[key] for log in trainer_state(folder)["log_history"] if key in log]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_real_architectures_full_and_lora_under_two_processes(arch, tmp_path):
+    """Every recipe, full and LoRA, on a tiny random Llama / Qwen2 checkpoint: one process in this test, then two
+    processes through `accelerate launch` with half the per-device batch, each stage starting from the very
+    checkpoints the one-process chain made (tests/stage_chain.py). Two optimizer steps each.
+
+    Every first step sees the same global batch, so its loss is the same to float precision; pretrain, reward and
+    DPO take a second full batch, so after one averaged update their second loss must match too (measured: equal
+    to 5 digits). SFT's second batch is the incomplete end of its 13 rows, which two processes pad (see above), and
+    PPO samples, so those are compared by step count and by what was saved.
+    """
+    base = build_tiny_checkpoint(arch, tmp_path / "base", ALICE)
+    one, two = tmp_path / "one", tmp_path / "two"
+    with one_thread():
+        run_chain(base, one, one, processes=1)
+    upstream_weights = digest(one / "sft")
+    command = [
+        str(ACCELERATE), "launch", "--config_file", "recipes/accelerate_configs/ddp.yaml",
+        "--num_processes", "2", "--main_process_port", "0", "tests/stage_chain.py",
+        "--base", str(base), "--upstream", str(one), "--output-dir", str(two), "--processes", "2",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert digest(one / "sft") == upstream_weights  # LoRA and the reference read the SFT weights, never write them
+
+    for name, (stage, _, _) in CHAIN.items():
+        assert trainer_state(two / name)["global_step"] == trainer_state(one / name)["global_step"] == 2, name
+        if stage != "ppo":
+            first_one, first_two = losses(one / name), losses(two / name)
+            compared = first_two if stage != "sft" else first_two[:1]
+            assert compared == pytest.approx(first_one[: len(compared)], rel=1e-4), name
+        lora = name.endswith("-lora")
+        assert (two / name / ("adapter_model.safetensors" if lora else "model.safetensors")).is_file(), name
+        if lora:
+            auto = AutoPeftModelForSequenceClassification if stage == "reward" else AutoPeftModelForCausalLM
+            model = auto.from_pretrained(two / name, **({"num_labels": 1} if stage == "reward" else {}))
+            trained = [p for n, p in model.named_parameters() if "lora_B" in n]
+            assert trained and any(p.abs().sum() > 0 for p in trained), name  # B starts at zero: the adapter moved
+        else:
+            auto = AutoModelForSequenceClassification if stage == "reward" else AutoModelForCausalLM
+            assert auto.from_pretrained(two / name).config.model_type == arch, name

@@ -6,7 +6,6 @@ built locally (tests/realmodels.py): byte-level BPE tokenizers with a ChatML tem
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from conftest import ALICE, REPO
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
-from realmodels import build_tiny_checkpoint
+from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
 from toyllm.recipes import dpo, ppo, pretrain, reward, sft
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -84,10 +83,6 @@ def assert_chat_tokenizer(folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.chat_template and "generation" in tokenizer.chat_template
     assert tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
-
-
-def digest(folder: Path) -> str:
-    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
 # Full fine-tuning

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from trl import TrlParser
 
 from toyllm.card import recipe_command, write_model_card
@@ -156,9 +156,15 @@ def stage_fingerprint(*parsed_args) -> str:
 
 
 def begin_stage(*parsed_args) -> str:
-    """Refuse to replace a finished checkpoint of a different config unless asked; return this run's fingerprint."""
+    """Refuse to replace a finished checkpoint of a different config unless asked; return this run's fingerprint.
+
+    Also seeds every random draw of the stage with `seed`: the Trainer seeds itself only after the models are
+    loaded, so a new score head or LoRA's A matrices would otherwise depend on whatever ran before in the process
+    (the demo runs every stage in one), and a stage would not give the same result alone as in the chain.
+    """
     script_args = parsed_args[0]
     training_args = next(obj for obj in parsed_args if isinstance(obj, TrainingArguments))
+    set_seed(training_args.seed)
     fingerprint = stage_fingerprint(*parsed_args)
     marker = read_marker(training_args.output_dir)
     if marker and marker["fingerprint"] != fingerprint and not getattr(script_args, "overwrite", False):
