@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
 from toyllm.recipes import dpo, ppo, pretrain, reward, sft
 
 from toyllm.stage import parse_recipe_args
 
 REPO = Path(__file__).resolve().parents[1]
 LORA = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear"]
-TOY_BATCH = {"pretrain": 16, "sft": 8, "reward": 16, "dpo": 16, "ppo": 8}  # recipes/toy/*.yaml
 RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward, "dpo": dpo, "ppo": ppo}
+TOY_BATCH = {  # the per-device batch each toy YAML ships with
+    stage: yaml.safe_load((REPO / "recipes" / "toy" / f"{stage}.yaml").read_text())["per_device_train_batch_size"]
+    for stage in RECIPES
+}
 # name: (recipe, where it starts from, extra arguments); "upstream:" folders come from the upstream chain
 CHAIN = {
     "pretrain": ("pretrain", "base", ["--from_scratch", "false"]),

@@ -33,13 +33,12 @@ import torch
 from conftest import ALICE, REPO
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 from realmodels import build_tiny_checkpoint, digest
-from stage_chain import CHAIN, run_chain
+from stage_chain import CHAIN, TOY_BATCH, run_chain
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from toyllm.demo import recipe_args, stage_overrides
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-HALF_BATCH = {"pretrain": 8, "sft": 4, "reward": 8, "dpo": 8, "ppo": 4}  # the toy YAMLs' batch, halved
 PPO_EPISODES = 512  # a quarter of the toy run: enough for the judge's score to rise, ~20 s under two processes
 ABS_TOL, REL_TOL = 0.02, 0.10
 
@@ -54,19 +53,25 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def launch_two_processes(stage: str, demo_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def accelerate_two_processes(*script_and_args: str) -> subprocess.CompletedProcess:
     command = [
         str(ACCELERATE), "launch", "--config_file", "recipes/accelerate_configs/ddp.yaml",
         "--num_processes", "2", "--main_process_port", "0",  # a free port: other runs may hold 29500
-        f"recipes/{stage}.py", *stage_overrides(stage, ALICE, demo_dir, seed=0),
-        "--output_dir", str(output_dir),
-        "--per_device_train_batch_size", str(HALF_BATCH[stage]), *extra,
+        *script_and_args,
     ]  # fmt: skip
     # No GPU, and no ACCELERATE_USE_CPU: the recipes must notice and run both processes on the CPU over gloo.
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def launch_two_processes(stage: str, demo_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A toy stage under two processes, with half the toy YAML's per-device batch: the same global batch."""
+    return accelerate_two_processes(
+        f"recipes/{stage}.py", *stage_overrides(stage, ALICE, demo_dir, seed=0), "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", str(TOY_BATCH[stage] // 2), *extra,
+    )  # fmt: skip
 
 
 def trainer_state(folder: Path) -> dict:
@@ -207,14 +212,10 @@ def test_real_architectures_full_and_lora_under_two_processes(arch, tmp_path):
     with one_thread():
         run_chain(base, one, one, processes=1)
     upstream_weights = digest(one / "sft")
-    command = [
-        str(ACCELERATE), "launch", "--config_file", "recipes/accelerate_configs/ddp.yaml",
-        "--num_processes", "2", "--main_process_port", "0", "tests/stage_chain.py",
-        "--base", str(base), "--upstream", str(one), "--output-dir", str(two), "--processes", "2",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    accelerate_two_processes(
+        "tests/stage_chain.py", "--base", str(base), "--upstream", str(one), "--output-dir", str(two),
+        "--processes", "2",
+    )  # fmt: skip
     assert digest(one / "sft") == upstream_weights  # LoRA and the reference read the SFT weights, never write them
 
     for name, (stage, _, _) in CHAIN.items():

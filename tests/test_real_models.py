@@ -15,14 +15,13 @@ from conftest import ALICE, REPO
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
-from toyllm.recipes import dpo, ppo, pretrain, reward, sft
+from stage_chain import LORA, RECIPES
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from toyllm.cli import main as toyllm_cli
 from toyllm.stage import parse_recipe_args
 from toyllm.validate import UserError
 
-RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward, "ppo": ppo, "dpo": dpo}
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
     "pretrain": ["--from_scratch", "false", "--max_steps", "2"],
     "sft": ["--max_steps", "2"],
@@ -30,7 +29,6 @@ SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
     "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],
     "dpo": ["--max_steps", "2"],
 }
-LORA = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear"]
 
 
 def run_stage(stage: str, model: Path, output_dir: Path, *extra: str) -> Path:

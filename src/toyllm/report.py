@@ -15,23 +15,24 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_responses_table(responses: list[dict], stages: list[str], width: int = 34) -> str:
-    """The model's evolution: for each eval prompt, the greedy answer of every stage, in markdown."""
-    header = ["split", "prompt", *stages]
+def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: int) -> str:
+    """A markdown table: the rows' own `keys`, then every stage's text, cut to `width`."""
+    header = [*keys, *stages]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in responses:
-        cells = [row["split"], row["prompt"], *(_cell(row.get(stage, ""), width) for stage in stages)]
+    for row in rows:
+        cells = [*(row[key] for key in keys), *(_cell(row.get(stage, ""), width) for stage in stages)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def format_responses_table(responses: list[dict], stages: list[str], width: int = 34) -> str:
+    """The model's evolution: for each eval prompt, the greedy answer of every stage, in markdown."""
+    return _stage_table(responses, ["split", "prompt"], stages, width)
+
+
 def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
     """Base vs instruct: each plain-text prompt as every stage continues it through the text-generation pipeline."""
-    header = ["text", *stages]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in continuations:
-        lines.append("| " + " | ".join([row["text"], *(_cell(row.get(stage, ""), width) for stage in stages)]) + " |")
-    return "\n".join(lines)
+    return _stage_table(continuations, ["text"], stages, width)
 
 
 def format_metrics_table(stages: dict[str, dict]) -> str:
