@@ -210,6 +210,24 @@ def test_invalid_yaml_and_missing_config(tmp_path):
         check_config_file(tmp_path / "nowhere.yaml", sft.ARGUMENT_TYPES)
 
 
+def test_unknown_or_missing_tracking_backend(tmp_path, monkeypatch):
+    """Caught while parsing, not when the Trainer is built after every model has loaded (with a traceback)."""
+    path = write_yaml(tmp_path, "")
+    path.write_text(path.read_text().replace("report_to: none", "report_to: tensorbord"))
+    n = next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if line.startswith("report_to:"))
+    with pytest.raises(UserError) as error:
+        parse_recipe_args(sft.ARGUMENT_TYPES, ["--config", str(path), "--output_dir", str(tmp_path / "out")])
+    assert error.value.problems == [f"{path}:{n}: report_to: unknown tracking backend 'tensorbord' (did you mean "
+                                    "'tensorboard'?)"]  # fmt: skip
+
+    import transformers.integrations.integration_utils as integrations
+
+    monkeypatch.setattr(integrations, "get_available_reporting_integrations", lambda: [])  # nothing installed
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--report_to", "trackio"]
+    with pytest.raises(UserError, match=r"^--report_to: trackio is not installed \(pip install trackio"):
+        parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--output_dir", str(tmp_path / "out")])
+
+
 def test_missing_model_path(tmp_path):
     args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(tmp_path / "nothing/sft")]
     with pytest.raises(UserError) as error:

@@ -102,6 +102,30 @@ def check_model_path(key: str, name: str | None) -> None:
         raise UserError(f"{key}: {name} does not exist (train the stage that writes it first, or fix the path)")
 
 
+def check_report_to(report_to: list[str], config_path: str | Path | None) -> None:
+    """A tracking backend that transformers does not know, or that is not installed, fails only when the Trainer is
+    built, after every model has loaded, and with a traceback: say it first, in one line. `config_path` is the YAML
+    that set it, or None when it came from the command line."""
+    line = _line_of(Path(config_path).read_text(), "report_to") if config_path else None
+    where = f"{config_path}:{line}: report_to" if config_path else "--report_to"
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    for name in report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            close = difflib.get_close_matches(name, INTEGRATION_TO_CALLBACK, n=1, cutoff=0.7)
+            known = ", ".join(INTEGRATION_TO_CALLBACK)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected none or one of {known}"
+            raise UserError(f"{where}: unknown tracking backend '{name}' ({hint})")
+        if name not in get_available_reporting_integrations():
+            raise UserError(
+                f"{where}: {name} is not installed (pip install {name}, or pip install -e '.[tracking]' "
+                "for tensorboard and trackio)"
+            )
+
+
 def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_size: int) -> None:
     """What TRL's PPO gets wrong silently or too late: the judge's vocabulary and the rollout batch arithmetic."""
     from transformers import AutoTokenizer

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from trl import TrlParser
 
 from toyllm.card import recipe_command, write_model_card
-from toyllm.config import check_config_file, check_model_path
+from toyllm.config import check_config_file, check_model_path, check_report_to
 from toyllm.model import bf16_supported
 from toyllm.validate import UserError, exit_on_user_error  # noqa: F401  (recipes import it from here)
 
@@ -83,6 +83,8 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
             check_model_path("reward_model_path", obj.reward_model_path)
         if isinstance(obj, TrainingArguments):
             _resolve_resume(obj)
+            on_command_line = any(a == "--report_to" or a.startswith("--report_to=") for a in args)
+            check_report_to(obj.report_to, config_path if "report_to" in config and not on_command_line else None)
             if obj.push_to_hub:  # before any training: the Trainer would fail on it only after loading everything
                 from toyllm.hub import require_token
 
