@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from toyllm.data import load_data
-from toyllm.model import context_length, load_causal_lm, load_tokenizer
-from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
+from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.data import load_splits
+from toyllm.errors import exit_on_user_error
+from toyllm.model import context_length, load_causal_lm
+from toyllm.stages import STAGE
+from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -24,7 +28,7 @@ ARGUMENT_TYPES = (DPOScriptArguments, DPOConfig, ModelConfig)
 
 
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
-    setup_logging(training_args)
+    stage = STAGE["dpo"]
     fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Model & tokenizer
@@ -33,20 +37,21 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     training_args.max_length = context_length(model.config, training_args.max_length)
 
     # Dataset
-    dataset = load_data(
-        script_args.dataset_name, "preference", tokenizer, training_args.max_length, script_args.truncate_long_rows
+    train_dataset, eval_dataset = load_splits(
+        script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
 
     # Training
     trainer = DPOTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_stage(trainer, "dpo", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ checkpoint), the judge and the value model (both from `reward_model_path`). TRL'
 interrupted PPO run starts again from the SFT checkpoint.
 """
 
-import gc
 import os
 from dataclasses import dataclass, field
 
@@ -16,11 +15,14 @@ from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
 from trl.experimental.ppo import PPOConfig
 
-from toyllm.config import check_ppo_setup
-from toyllm.data import load_data
-from toyllm.model import check_same_vocabulary, context_length, load_causal_lm, load_scorer, load_tokenizer
-from toyllm.ppo import PPOTrainer  # TRL's PPOTrainer, fixed for LoRA under several processes
-from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
+from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.data import load_splits
+from toyllm.errors import exit_on_user_error
+from toyllm.model import context_length, load_causal_lm, load_scorer
+from toyllm.ppo import PPOTrainer, check_ppo_setup  # TRL's PPOTrainer with its workarounds
+from toyllm.stages import STAGE
+from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -32,21 +34,18 @@ ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
-    setup_logging(training_args)
+    stage = STAGE["ppo"]
     fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Tokenizer & prompts, checked before any model is loaded. Prompts are left-padded so every response starts at
-    # the same index.
+    # the same index; prompt + answer must fit the context.
     tokenizer = load_tokenizer(model_args, padding_side="left")
-    dataset = load_data(
-        script_args.dataset_name,
-        "prompts",
-        tokenizer,
-        context_length(AutoConfig.from_pretrained(model_args.model_name_or_path)),
-        script_args.truncate_long_rows,
-        reserve=training_args.response_length,  # prompt + answer must fit the context
+    max_length = context_length(AutoConfig.from_pretrained(model_args.model_name_or_path))
+    train_dataset, eval_dataset = load_splits(
+        script_args, stage.data, tokenizer, max_length, training_args.eval_strategy != "no", training_args.response_length
     )
-    check_ppo_setup(training_args, model_args.model_name_or_path, len(dataset), int(os.environ.get("WORLD_SIZE", 1)))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    check_ppo_setup(training_args, model_args.model_name_or_path, len(train_dataset), world_size)
 
     def tokenize(row: dict) -> dict:
         prompt = row["prompt"]
@@ -54,14 +53,16 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
             prompt = [{"role": "user", "content": prompt}]
         return {"input_ids": tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]}
 
-    dataset = dataset.map(tokenize, remove_columns=dataset.column_names)  # PPO wants input_ids and nothing else
+    # PPO wants input_ids and nothing else
+    train_dataset = train_dataset.map(tokenize, remove_columns=train_dataset.column_names)
+    if eval_dataset is not None:
+        eval_dataset = eval_dataset.map(tokenize, remove_columns=eval_dataset.column_names)
 
     # Models: policy and frozen reference from the SFT checkpoint, judge and value model from the reward checkpoint
     policy = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
     ref_policy = None if model_args.use_peft else load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
     reward_model = load_scorer(training_args.reward_model_path, model_args, tokenizer)
     value_model = load_scorer(training_args.reward_model_path, model_args, tokenizer)
-    check_same_vocabulary(tokenizer, policy, reward_model, value_model)
 
     # Training
     trainer = PPOTrainer(
@@ -71,15 +72,12 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         ref_model=ref_policy,
         reward_model=reward_model,
         value_model=value_model,
-        train_dataset=dataset,
-        eval_dataset=dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
-    # TRL's PPO calls gc.collect() twice per rollout; with transformers and TRL imported that scan costs ~0.2 s, far
-    # more than a toy rollout. Freezing the objects that exist now makes each collect scan only what training adds.
-    gc.freeze()
     trainer.train()
-    save_stage(trainer, "ppo", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 from trl import ModelConfig
 
-from toyllm.data import load_data
-from toyllm.model import build_random_checkpoint, context_length, load_causal_lm, load_tokenizer
-from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
+from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.data import load_splits
+from toyllm.errors import exit_on_user_error
+from toyllm.model import build_random_checkpoint, context_length, load_causal_lm
+from toyllm.stages import STAGE
+from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -30,7 +34,7 @@ ARGUMENT_TYPES = (PretrainScriptArguments, TrainingArguments, ModelConfig)
 
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> None:
-    setup_logging(training_args)
+    stage = STAGE["pretrain"]
     fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Model & tokenizer
@@ -44,24 +48,29 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
     # Dataset: every sentence becomes [BOS] words [EOS], so the completer also learns where a sentence ends (a
     # tokenizer without a BOS token, like Qwen's, starts with the words).
     max_length = context_length(model.config)
-    dataset = load_data(script_args.dataset_name, "pretrain", tokenizer, max_length, script_args.truncate_long_rows)
+    train_dataset, eval_dataset = load_splits(
+        script_args, stage.data, tokenizer, max_length, training_args.eval_strategy != "no"
+    )
 
     def tokenize(row: dict) -> dict:
         text = (tokenizer.bos_token or "") + row[script_args.dataset_text_field] + tokenizer.eos_token
         return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)
 
-    dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
+    train_dataset = train_dataset.map(tokenize, remove_columns=train_dataset.column_names)
+    if eval_dataset is not None:
+        eval_dataset = eval_dataset.map(tokenize, remove_columns=eval_dataset.column_names)
 
     # Training
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_stage(trainer, "pretrain", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
-from toyllm.data import load_data
-from toyllm.model import context_length, load_scorer, load_tokenizer
-from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
+from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.data import load_splits
+from toyllm.errors import exit_on_user_error
+from toyllm.model import context_length, load_scorer
+from toyllm.stages import STAGE
+from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -20,35 +24,51 @@ class RewardScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
 
 
-ARGUMENT_TYPES = (RewardScriptArguments, RewardConfig, ModelConfig)
+@dataclass
+class RewardModelConfig(ModelConfig):
+    """With LoRA, the adapters go on the backbone and the new one-label score head is trained and saved in full."""
+
+    lora_task_type: str = field(default="SEQ_CLS", metadata={"help": "A reward model is SEQ_CLS."})
+    lora_modules_to_save: list[str] | None = field(
+        default_factory=lambda: ["score"], metadata={"help": "Trained in full: the score head, at least."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.use_peft and self.lora_task_type != "SEQ_CLS":
+            raise ValueError(f"lora_task_type: a reward model needs SEQ_CLS, not {self.lora_task_type}")
+        if self.use_peft and "score" not in (self.lora_modules_to_save or []):
+            raise ValueError("lora_modules_to_save: must include score, the new head, or it is neither trained nor saved")
 
 
-def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> None:
-    setup_logging(training_args)
+ARGUMENT_TYPES = (RewardScriptArguments, RewardConfig, RewardModelConfig)
+
+
+def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: RewardModelConfig) -> None:
+    stage = STAGE["reward"]
     fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Model & tokenizer
     tokenizer = load_tokenizer(model_args)
     model = load_scorer(model_args.model_name_or_path, model_args, tokenizer)
-    if model_args.use_peft:  # LoRA on the backbone; the new one-label score head is trained and saved in full
-        model_args.lora_task_type, model_args.lora_modules_to_save = "SEQ_CLS", ["score"]
     training_args.max_length = context_length(model.config, training_args.max_length)
 
     # Dataset
-    dataset = load_data(
-        script_args.dataset_name, "preference", tokenizer, training_args.max_length, script_args.truncate_long_rows
+    train_dataset, eval_dataset = load_splits(
+        script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
 
     # Training
     trainer = RewardTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_stage(trainer, "reward", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":

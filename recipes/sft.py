@@ -2,17 +2,23 @@
 
     accelerate launch --config_file accelerate_config.yaml recipes/sft.py --config recipes/toy/sft.yaml
 
-Reads conversational `{"messages": [...]}` rows (a system message is fine) or `{"prompt", "completion"}` rows; the
-loss covers the assistant's answer and its EOS only.
+Reads conversational `{"messages": [...]}` rows (a system message is fine) or `{"prompt", "completion"}` rows. With
+`assistant_only_loss` the loss covers the assistant's answers and their EOS only ({% generation %} in the chat
+template); prompt/completion rows train on the completion (SFTConfig.completion_only_loss).
 """
 
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+from trl.data_utils import is_conversational
 
-from toyllm.data import load_data
-from toyllm.model import context_length, load_causal_lm, load_tokenizer
-from toyllm.stage import RecipeArguments, begin_stage, exit_on_user_error, parse_recipe_args, save_stage, setup_logging
+from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.data import load_splits
+from toyllm.errors import UserError, exit_on_user_error
+from toyllm.model import context_length, load_causal_lm
+from toyllm.stages import STAGE
+from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -24,7 +30,7 @@ ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
-    setup_logging(training_args)
+    stage = STAGE["sft"]
     fingerprint = begin_stage(script_args, training_args, model_args)
 
     # Model & tokenizer
@@ -33,23 +39,26 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     training_args.max_length = context_length(model.config, training_args.max_length)
 
     # Dataset
-    dataset = load_data(
-        script_args.dataset_name, "sft", tokenizer, training_args.max_length, script_args.truncate_long_rows
+    train_dataset, eval_dataset = load_splits(
+        script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
-    # Conversational rows train on the assistant turns ({% generation %} in the chat template); prompt/completion
-    # rows on the completion (SFTConfig.completion_only_loss).
-    training_args.assistant_only_loss = "messages" in dataset.column_names
+    if training_args.assistant_only_loss and not is_conversational(train_dataset[0]):
+        raise UserError(
+            f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
+            "set assistant_only_loss: false (the loss then covers the completion)"
+        )
 
     # Training
     trainer = SFTTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_stage(trainer, "sft", fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+    save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 
 
 if __name__ == "__main__":

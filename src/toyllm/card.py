@@ -8,15 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-STAGE_STORY = {
-    "random": "the baby model: random weights and a freshly trained word-level vocabulary. Its answers are garbage.",
-    "pretrain": "a *completer*: trained on next-word prediction, it continues text but does not answer questions.",
-    "sft": "an *answerer*: supervised fine-tuning on question/answer flashcards taught it to answer.",
-    "reward": "the *judge*: a reward model that scores how well an answer fits its question.",
-    "ppo": "an *aligned* model: PPO pushed the SFT model toward answers the judge prefers.",
-    "dpo": "an *aligned* model: DPO learnt the preference pairs directly, without a judge.",
-}
-
+from toyllm.stages import STAGE
 
 SECRET_ARGS = ("--hub_token", "--token")
 
@@ -46,6 +38,7 @@ def write_model_card(
     dataset: str | None = None,
     command: str | None = None,
     metrics: dict | None = None,
+    model_name: str | None = None,
 ) -> ModelCard:
     pipeline_tag = "text-classification" if stage == "reward" else "text-generation"
     data = ModelCardData(
@@ -55,7 +48,7 @@ def write_model_card(
         license="apache-2.0",
         pipeline_tag=pipeline_tag,
         tags=["toyllm", stage, trainer_name.lower()],
-        model_name=Path(output_dir).name,
+        model_name=model_name or Path(output_dir).name,
     )
     lines = [
         "---",
@@ -64,7 +57,7 @@ def write_model_card(
         "",
         f"# toyllm — stage `{stage}`",
         "",
-        f"This checkpoint is {STAGE_STORY.get(stage, stage)}",
+        f"This checkpoint is {STAGE[stage].card if stage in STAGE else stage}",
         "",
         f"- trained with: `{trainer_name}`",
         f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from toyllm.evaluate import chat_prompts
 from toyllm.model import load_weights
-from toyllm.validate import UserError
+from toyllm.errors import UserError
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 

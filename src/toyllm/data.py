@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 from datasets import Dataset, load_dataset
 
-from toyllm.validate import UserError, check_against_tokenizer, read_rows
-
-Stage = Literal["pretrain", "sft", "preference", "prompts", "eval"]
+from toyllm.data_checks import check_against_tokenizer, read_rows
+from toyllm.errors import UserError
+from toyllm.stages import DataKind
 
 # Which file of a data folder each part of the pipeline reads.
-DATA_FILES: dict[Stage, str] = {
+DATA_FILES: dict[DataKind, str] = {
     "pretrain": "pretrain.jsonl",  # {"text": ...}                      language modeling
     "sft": "sft.jsonl",  # {"messages": [...]} or {"prompt", "completion"}  conversational SFT
     "preference": "preference.jsonl",  # {"prompt", "chosen", "rejected"}   reward model and DPO
@@ -25,28 +24,47 @@ DATA_FILES: dict[Stage, str] = {
 
 def load_data(
     name_or_path: str | Path,
-    kind: Stage,
+    kind: DataKind,
     tokenizer=None,
     max_length: int | None = None,
     truncate: bool = False,
     reserve: int = 0,
     split: str = "train",
+    config_name: str | None = None,
 ) -> Dataset:
-    """A local JSONL file (checked row by row first, see toyllm.validate), or a dataset id on the Hub.
+    """A local JSONL file (checked row by row first, see toyllm.data_checks), or a dataset id on the Hub.
 
     With a tokenizer, rows longer than `max_length` (minus `reserve` tokens kept for generation) are errors unless
-    `truncate` is set, and so are words the vocabulary does not know.
+    `truncate` is set, and so are words the vocabulary does not know. A JSONL file is one split, `train`.
     """
     path = Path(name_or_path)
     if path.suffix not in {".json", ".jsonl"}:
-        return load_dataset(str(name_or_path), split=split)
+        return load_dataset(str(name_or_path), config_name, split=split)
+    if split != "train":
+        raise UserError(f"{path}: a JSONL file has one split, 'train', not '{split}'; give a Hub dataset or a file")
     rows = read_rows(path, kind)
     if tokenizer is not None and max_length is not None:
         check_against_tokenizer(path, kind, rows, tokenizer, max_length, truncate=truncate, reserve=reserve)
     return load_dataset("json", data_files=str(path), split=split)
 
 
-def check_data_folder(data_dir: str | Path) -> dict[Stage, list[tuple[int, dict]]]:
+def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluate: bool, reserve: int = 0):
+    """A recipe's (train, eval) datasets, as TRL's scripts pick them: `dataset_name` and `dataset_config`, the
+    `dataset_train_split`, and the `dataset_test_split` only when the trainer evaluates (else None)."""
+    options = dict(truncate=script_args.truncate_long_rows, reserve=reserve, config_name=script_args.dataset_config)
+    name = script_args.dataset_name
+    train = load_data(name, kind, tokenizer, max_length, split=script_args.dataset_train_split, **options)
+    if not evaluate:
+        return train, None
+    if Path(name).suffix in {".json", ".jsonl"}:
+        raise UserError(
+            f"eval_strategy: {name} is a JSONL file with no '{script_args.dataset_test_split}' split to evaluate on; "
+            "set eval_strategy: no, or give a Hub dataset that has one"
+        )
+    return train, load_data(name, kind, tokenizer, max_length, split=script_args.dataset_test_split, **options)
+
+
+def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, dict]]]:
     """Every file of a data folder, checked up front: the whole list of problems at once."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():

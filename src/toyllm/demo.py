@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import json
 import logging
 import sys
 import time
@@ -20,40 +19,37 @@ import transformers
 from transformers import AutoTokenizer
 
 import toyllm.recipes
+from toyllm.args import parse_recipe_args
+from toyllm.checkpoint import is_finished, stage_fingerprint, write_marker
 from toyllm.data import DATA_FILES, check_data_folder
-from toyllm.evaluate import evaluate_checkpoints
+from toyllm.data_checks import check_against_tokenizer
 from toyllm.model import build_random_checkpoint
-from toyllm.report import format_comparison, write_report
-from toyllm.stage import atomic_write_text, parse_recipe_args, read_marker, stage_fingerprint, write_marker
-from toyllm.validate import UserError, check_against_tokenizer
+from toyllm.report import evaluate_and_report
+from toyllm.stages import POLICIES, STAGE, STAGES
 
 RECIPES_DIR = Path(toyllm.recipes.__file__).parent
 TOY_CONFIG_DIR = RECIPES_DIR.parent / "toy_config"
-TRAINED_STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
-POLICY_STAGES = ("random", "pretrain", "sft", "ppo", "dpo")
 
 
 def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> list[str]:
     """Command-line overrides that point a toy recipe at this run's data, seed and output folders."""
-    data = {name: str(data_dir / file) for name, file in DATA_FILES.items()}
-    model_from = {"pretrain": "random", "sft": "pretrain", "reward": "sft", "ppo": "sft", "dpo": "sft"}[stage]
-    dataset = {"pretrain": "pretrain", "sft": "sft", "reward": "preference", "ppo": "prompts", "dpo": "preference"}
+    row = STAGE[stage]
     args = [
-        "--config", str(RECIPES_DIR / "toy" / f"{stage}.yaml"),
-        "--model_name_or_path", str(output_dir / model_from),
-        "--dataset_name", data[dataset[stage]],
+        "--config", str(RECIPES_DIR / "toy" / f"{row.recipe}.yaml"),
+        "--model_name_or_path", str(output_dir / row.starts_from),
+        "--dataset_name", str(data_dir / DATA_FILES[row.data]),
         "--output_dir", str(output_dir / stage),
         "--seed", str(seed),
     ]  # fmt: skip
-    if stage == "pretrain":  # the random checkpoint is built (and timed) as a stage of its own
+    if STAGE[row.starts_from].recipe is None:  # the random checkpoint is built (and timed) as a stage of its own
         args += ["--from_scratch", "false"]
-    if stage == "ppo":
-        args += ["--reward_model_path", str(output_dir / "reward")]
+    if row.judge:
+        args += ["--reward_model_path", str(output_dir / row.judge)]
     return args
 
 
 def recipe_args(stage: str, data_dir: Path, output_dir: Path, seed: int, overwrite: bool) -> tuple:
-    recipe = importlib.import_module(f"toyllm.recipes.{stage}")
+    recipe = importlib.import_module(f"toyllm.recipes.{STAGE[stage].recipe}")
     overrides = stage_overrides(stage, data_dir, output_dir, seed) + ["--overwrite", str(overwrite)]
     return recipe, parse_recipe_args(recipe.ARGUMENT_TYPES, overrides)
 
@@ -63,21 +59,6 @@ def random_fingerprint(data_dir: Path, seed: int) -> str:
     for path in [*(data_dir / f for f in DATA_FILES.values()), *sorted(TOY_CONFIG_DIR.iterdir())]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
-
-
-def check_can_write(folder: Path, fingerprint: str, overwrite: bool) -> bool:
-    """True when `folder` already holds this exact stage; an error when it holds another config's, unless told."""
-    marker = read_marker(folder)
-    if marker is None:
-        return False
-    if marker["fingerprint"] == fingerprint:
-        return True
-    if not overwrite:
-        raise UserError(
-            f"{folder}: holds a finished {marker['stage']} checkpoint from a different config, data or seed; "
-            "pass --overwrite to replace it, or choose another --output-dir"
-        )
-    return False
 
 
 @contextlib.contextmanager
@@ -107,20 +88,17 @@ def run_demo(
     def progress(message: str) -> None:
         print(message, file=sys.__stdout__, flush=True)
 
-    def build_random() -> None:
-        fingerprint = random_fingerprint(data_dir, seed)
-        if check_can_write(output_dir / "random", fingerprint, overwrite):
-            return
-        build_random_checkpoint(data_dir, TOY_CONFIG_DIR, output_dir / "random", seed)
-        write_marker(output_dir / "random", "random", fingerprint)
+    def build_random(stage: str) -> None:
+        build_random_checkpoint(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed)
+        write_marker(output_dir / stage, stage, random_fingerprint(data_dir, seed))
 
-    total = len(TRAINED_STAGES) + 2
-    for number, stage in enumerate(("random", *TRAINED_STAGES), start=1):
-        if stage == "random":
-            done = check_can_write(output_dir / "random", random_fingerprint(data_dir, seed), overwrite)
+    total = len(STAGES) + 1
+    for number, stage in enumerate(STAGE, start=1):
+        if STAGE[stage].recipe is None:
+            done = is_finished(output_dir / stage, random_fingerprint(data_dir, seed), overwrite)
         else:
             recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
-            done = check_can_write(output_dir / stage, stage_fingerprint(*args), overwrite)
+            done = is_finished(output_dir / stage, stage_fingerprint(*args), overwrite)
         if done:
             seconds[stage] = 0.0
             progress(f"[{number}/{total}] {stage:<8} already complete for this config and data: skipped")
@@ -130,30 +108,27 @@ def run_demo(
         log_path = log_dir / f"{stage}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             with _library_logs_to(log):
-                build_random() if stage == "random" else recipe.main(*args)
+                recipe.main(*args) if STAGE[stage].recipe else build_random(stage)
         seconds[stage] = round(time.perf_counter() - start, 2)
         progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
-        if stage == "random":  # the vocabulary now exists: every eval question must fit and be known to it
-            tokenizer = AutoTokenizer.from_pretrained(output_dir / "random")
+        if STAGE[stage].recipe is None:  # the vocabulary now exists: every eval question must fit and be known to it
+            tokenizer = AutoTokenizer.from_pretrained(output_dir / stage)
             eval_file = data_dir / DATA_FILES["eval"]
             check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
 
     progress(f"[{total}/{total}] evaluate ...")
-    start = time.perf_counter()
-    checkpoints = {stage: output_dir / stage for stage in POLICY_STAGES}
     with open(log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
-        stages, responses, continuations = evaluate_checkpoints(
-            checkpoints, data_dir / DATA_FILES["eval"], output_dir / "reward"
+        metrics, table, report = evaluate_and_report(
+            {stage: output_dir / stage for stage in POLICIES},
+            data_dir / DATA_FILES["eval"],
+            output_dir / "reward",
+            output_dir,
+            stage_dirs={stage: output_dir / stage for stage in STAGE},
+            seconds=seconds,
         )
-    seconds["evaluate"] = round(time.perf_counter() - start, 2)
-    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
-
-    report_dir = output_dir / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    report = write_report(output_dir, metrics, {stage: output_dir / stage for stage in ("random", *TRAINED_STAGES)})
     progress("")
-    progress(format_comparison(stages, responses))
+    progress(table)
     progress("")
-    progress(f"Total {sum(seconds.values()):.1f}s. Metrics: {report_dir / 'metrics.json'}  Report: {report}")
+    total_seconds = sum(metrics["seconds"].values())
+    progress(f"Total {total_seconds:.1f}s. Metrics: {report.parent / 'metrics.json'}  Report: {report}")
     return metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from toyllm.validate import UserError
+from toyllm.errors import UserError
 
 try:  # huggingface_hub 2.x talks HTTP through httpx2, 1.x through httpx
     from httpx2 import HTTPError as _TransportError

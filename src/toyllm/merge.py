@@ -15,7 +15,7 @@ from pathlib import Path
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
 from transformers import AutoTokenizer
 
-from toyllm.validate import UserError
+from toyllm.errors import UserError
 
 logger = logging.getLogger(__name__)
 

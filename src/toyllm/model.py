@@ -10,7 +10,6 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -19,10 +18,10 @@ from transformers import (
     PreTrainedTokenizerBase,
     set_seed,
 )
-from trl import ModelConfig
+from trl import ModelConfig, get_quantization_config
 
+from toyllm.errors import UserError
 from toyllm.tokenizer import train_word_level_tokenizer
-from toyllm.validate import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -64,67 +63,16 @@ def bf16_supported() -> bool:
 
 
 def model_init_kwargs(model_args: ModelConfig) -> dict:
+    """`from_pretrained` keyword arguments from the model arguments, quantization included, as TRL's scripts build
+    them (`load_in_4bit` / `load_in_8bit` need a CUDA GPU: toyllm.args refuses them elsewhere)."""
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     return {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
         "dtype": dtype,
+        "quantization_config": get_quantization_config(model_args),
         "use_safetensors": True,  # never unpickle weights: a .bin file can run code when loaded
     }
-
-
-# What a base model's tokenizer may lack for chat training, added the way `trl.clone_chat_template` adds a template:
-# ChatML (Qwen's format) with `{% generation %}` around the answer so SFT trains on answers only. Every part ends with
-# a newline, which byte-level BPE never merges with the next word, so a prompt stays a token prefix of prompt + answer.
-CHATML_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}"
-    "{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]  # <|im_end|> ends every turn: it becomes EOS
-PAD_TOKEN = "<|pad|>"
-
-
-def load_tokenizer(
-    model_args: ModelConfig, padding_side: str | None = None, eos_token: str | None = None
-) -> PreTrainedTokenizerBase:
-    """The checkpoint's tokenizer with its chat template; `eos_token` (SFTConfig's) names the end-of-turn token of a
-    base model whose EOS ends documents, e.g. `<|im_end|>` for Qwen2.5."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-    )
-    if padding_side is not None:
-        tokenizer.padding_side = padding_side
-    if eos_token is not None:
-        tokenizer.eos_token = eos_token
-    complete_tokenizer(tokenizer, model_args.model_name_or_path)
-    return tokenizer
-
-
-def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
-    """Give a base model's tokenizer what chat training needs: a chat template, and a pad token that is not EOS.
-
-    No template: ChatML, added as `trl.clone_chat_template` clones one (template, its tokens, its EOS). No pad token,
-    or pad == EOS (TRL masks on pad ids, so it would hide the real end of every answer): a dedicated `<|pad|>`. New
-    tokens get embedding rows when the model is loaded with this tokenizer (`fit_to_tokenizer`). The toy's
-    tokenizer has both and is left as it is.
-    """
-    if tokenizer.chat_template is None:
-        tokenizer.add_tokens([t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()], special_tokens=True)
-        tokenizer.chat_template = CHATML_TEMPLATE
-        tokenizer.eos_token = "<|im_end|>"
-        logger.warning(f"{name}: the tokenizer has no chat template; gave it ChatML (<|im_end|> is now EOS).")
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        if PAD_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_tokens([PAD_TOKEN], special_tokens=True)
-        tokenizer.pad_token = PAD_TOKEN
-        logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS; added {PAD_TOKEN}.")
-    return tokenizer
 
 
 def fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -188,14 +136,3 @@ def load_scorer(path: str, model_args: ModelConfig, tokenizer: PreTrainedTokeniz
     """
     model = load_weights(AutoModelForSequenceClassification, path, num_labels=1, **model_init_kwargs(model_args))
     return fit_to_tokenizer(model, tokenizer)
-
-
-def check_same_vocabulary(tokenizer: PreTrainedTokenizerBase, *models: PreTrainedModel) -> None:
-    """PPO feeds the policy's token ids straight into the judge and the value model: one vocabulary for all."""
-    for model in models:
-        rows = model.get_input_embeddings().weight.shape[0]
-        if rows < len(tokenizer):
-            raise ValueError(
-                f"{model.config._name_or_path}: {rows} embedding rows for a {len(tokenizer)}-token vocabulary; "
-                "the policy, reward and value models must share the policy's tokenizer."
-            )

@@ -13,6 +13,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from toyllm.stages import STAGE
+
 WIDTH_IN, DPI = 7.2, 100  # about 720 px wide
 PPO_KEYS = {
     "objective/scores": "judge's score",
@@ -27,7 +29,6 @@ EXTRA_KEYS = [
     ("rewards/accuracies", "preference accuracy", True),
 ]
 SMOOTH_FROM = 30  # PPO curves with at least this many steps get a moving average
-STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
 
 
 def read_log_history(stage_dir: str | Path | None) -> list[dict]:
@@ -70,7 +71,8 @@ def _new_figure(rows: int, cols: int, height_per_row: float) -> tuple[Figure, li
 
 
 def _ordered(names) -> list[str]:
-    return sorted(names, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
+    order = list(STAGE)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
 def _is_ppo(history: list[dict]) -> bool:

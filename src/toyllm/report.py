@@ -6,8 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from toyllm.stage import atomic_write_text
-from toyllm.validate import UserError
+from toyllm.checkpoint import atomic_write_text
+from toyllm.errors import UserError
+from toyllm.stages import STAGE
 
 
 def _cell(text: str, width: int) -> str:
@@ -51,21 +52,6 @@ def format_metrics_table(stages: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-# One sentence per stage, for the report; a checkpoint of another name gets the generic one.
-STAGE_SENTENCES = {
-    "random": "The GPT-2 architecture with random weights and a vocabulary built from the data: the starting point, "
-    "which knows nothing yet.",
-    "pretrain": "Next-token prediction on plain sentences of the story (`transformers.Trainer`): the model becomes a "
-    "completer that continues text it has read, but does not answer questions.",
-    "sft": "Supervised fine-tuning on question/answer chats (TRL `SFTTrainer`, loss on the answers only): the model "
-    "learns the chat format and to answer the flashcard questions.",
-    "reward": "A reward model, the judge, trained on chosen/rejected answer pairs (TRL `RewardTrainer`): it scores "
-    "answers and is not itself a chat model, so it has no column in the tables.",
-    "ppo": "RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
-    "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
-    "dpo": "Direct preference optimisation (TRL `DPOTrainer`): learns from the chosen/rejected pairs directly, "
-    "without a judge or sampling, relative to a frozen copy of the SFT model.",
-}
 OTHER_STAGE = "A checkpoint given to `toyllm compare`, evaluated the same way as the others."
 
 
@@ -93,7 +79,7 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     ]
     names = list(dict.fromkeys([*stage_dirs, *stages]))
     lines = ["# toyllm report", "", "## The stages", ""]
-    lines += [f"- **{name}**: {STAGE_SENTENCES.get(name, OTHER_STAGE)}" for name in names]
+    lines += [f"- **{name}**: {STAGE[name].about if name in STAGE else OTHER_STAGE}" for name in names]
     if stages:
         lines += ["", "## The model's evolution", "", "The greedy chat answer of every stage to each eval prompt.", ""]
         lines += [format_responses_table(responses, list(stages)), ""]
@@ -138,6 +124,29 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     return path
 
 
+def evaluate_and_report(
+    checkpoints: dict[str, str | Path],
+    eval_file: str | Path,
+    reward_model_dir: str | Path | None,
+    output_dir: str | Path,
+    stage_dirs: dict[str, str | Path],
+    seconds: dict[str, float] | None = None,
+) -> tuple[dict, str, Path]:
+    """Evaluate the checkpoints, write `<output_dir>/report/metrics.json` and the report; return the metrics, the
+    comparison table and the report's path. The demo and `toyllm compare` both end here."""
+    from toyllm.evaluate import evaluate_checkpoints
+
+    start = time.perf_counter()
+    stages, responses, continuations = evaluate_checkpoints(checkpoints, eval_file, reward_model_dir)
+    seconds = {**(seconds or {}), "evaluate": round(time.perf_counter() - start, 2)}
+    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
+    report_dir = Path(output_dir) / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    report = write_report(output_dir, metrics, stage_dirs)
+    return metrics, format_comparison(stages, responses), report
+
+
 def run_compare(
     models: dict[str, str | Path],
     eval_file: str | Path,
@@ -145,25 +154,16 @@ def run_compare(
     output_dir: str | Path = "outputs/compare",
 ) -> dict:
     """`toyllm compare`: evaluate the checkpoints, print the tables, write metrics.json and the report."""
-    from toyllm.evaluate import evaluate_checkpoints
-
     folders = {**models, **({"--reward-model": reward_model_dir} if reward_model_dir is not None else {})}
     missing = [f"{name}: {path} is not a folder" for name, path in folders.items() if not Path(path).is_dir()]
     if missing:
         raise UserError(missing)
     if not Path(eval_file).is_file():
         raise UserError(f"{eval_file}: no such eval file")
-    start = time.perf_counter()
-    stages, responses, continuations = evaluate_checkpoints(models, eval_file, reward_model_dir)
-    seconds = {"evaluate": round(time.perf_counter() - start, 2)}
-    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
-    report_dir = Path(output_dir) / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     stage_dirs = dict(models)
     if reward_model_dir is not None and "reward" not in stage_dirs:
         stage_dirs["reward"] = reward_model_dir  # its training curve belongs in the report too
-    report = write_report(output_dir, metrics, stage_dirs)
-    print(format_comparison(stages, responses))
-    print(f"\nMetrics: {report_dir / 'metrics.json'}  Report: {report}")
+    metrics, table, report = evaluate_and_report(models, eval_file, reward_model_dir, output_dir, stage_dirs)
+    print(table)
+    print(f"\nMetrics: {report.parent / 'metrics.json'}  Report: {report}")
     return metrics

@@ -1,4 +1,5 @@
-"""The word-level vocabulary: one id per word, trained with `tokenizers` on every text file of the data folder.
+"""Tokenizers: the toy's word-level vocabulary (one id per word, trained with `tokenizers` on every text file of the
+data folder), and the loading rules that give any checkpoint's tokenizer what chat training needs.
 
 Every stage (SFT, reward, PPO, DPO, evaluation) shares this tokenizer and its chat template, so the policy's token
 ids mean the same thing to the judge and the value model.
@@ -7,13 +8,17 @@ ids mean the same thing to the judge and the value model.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from trl import ModelConfig
 
 from toyllm.data import DATA_FILES, iter_texts
+
+logger = logging.getLogger(__name__)
 
 
 def load_tokenizer_spec(toy_config_dir: str | Path) -> tuple[dict, str]:
@@ -57,3 +62,57 @@ def train_word_level_tokenizer(data_dir: str | Path, toy_config_dir: str | Path)
         model_input_names=["input_ids", "attention_mask"],
         **special,
     )
+
+
+# What a base model's tokenizer may lack for chat training, added the way `trl.clone_chat_template` adds a template:
+# ChatML (Qwen's format) with `{% generation %}` around the answer so SFT trains on answers only. Every part ends with
+# a newline, which byte-level BPE never merges with the next word, so a prompt stays a token prefix of prompt + answer.
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}"
+    "{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]  # <|im_end|> ends every turn: it becomes EOS
+PAD_TOKEN = "<|pad|>"
+
+
+def load_tokenizer(
+    model_args: ModelConfig, padding_side: str | None = None, eos_token: str | None = None
+) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer with its chat template; `eos_token` (SFTConfig's) names the end-of-turn token of a
+    base model whose EOS ends documents, e.g. `<|im_end|>` for Qwen2.5."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+    )
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    if eos_token is not None:
+        tokenizer.eos_token = eos_token
+    complete_tokenizer(tokenizer, model_args.model_name_or_path)
+    return tokenizer
+
+
+def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
+    """Give a base model's tokenizer what chat training needs: a chat template, and a pad token that is not EOS.
+
+    No template: ChatML, added as `trl.clone_chat_template` clones one (template, its tokens, its EOS). No pad token,
+    or pad == EOS (TRL masks on pad ids, so it would hide the real end of every answer): a dedicated `<|pad|>`. New
+    tokens get embedding rows when the model is loaded with this tokenizer (`fit_to_tokenizer`). The toy's
+    tokenizer has both and is left as it is.
+    """
+    if tokenizer.chat_template is None:
+        tokenizer.add_tokens([t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()], special_tokens=True)
+        tokenizer.chat_template = CHATML_TEMPLATE
+        tokenizer.eos_token = "<|im_end|>"
+        logger.warning(f"{name}: the tokenizer has no chat template; gave it ChatML (<|im_end|> is now EOS).")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if PAD_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_tokens([PAD_TOKEN], special_tokens=True)
+        tokenizer.pad_token = PAD_TOKEN
+        logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS; added {PAD_TOKEN}.")
+    return tokenizer

@@ -7,50 +7,22 @@ rows `{"prompt", "reference", "split"}`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+
+from toyllm.errors import UserError
+from toyllm.stages import DataKind
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["pretrain", "sft", "preference", "prompts", "eval"]
 ROLES = ("system", "user", "assistant")
 MAX_PROBLEMS = 20  # past this many, a file is wrong in one systematic way and more lines do not help
 
 
-class UserError(Exception):
-    """A mistake in the user's files or settings: reported as lines of text, never as a traceback."""
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
-
-
 def _a(word: str) -> str:
     return f"an {word}" if word.startswith("assistant") else f"a {word}"
-
-
-RESUME_HINT = "run the same command with --resume to continue from the last saved checkpoint"
-
-
-@contextlib.contextmanager
-def exit_on_user_error(resume_hint: str | None = RESUME_HINT) -> Iterator[None]:
-    """A user's mistake ends the process with its message and exit code 2; Ctrl-C exits 130, saying how to go on."""
-    try:
-        yield
-    except UserError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        hint = f": finished checkpoints are kept; {resume_hint}." if resume_hint else ""
-        print(f"\ninterrupted{hint}", file=sys.stderr)
-        sys.exit(130)
 
 
 class _Row:
@@ -131,7 +103,7 @@ class _Row:
         return self.text(field, value)
 
 
-def _check_row(kind: Kind, r: _Row) -> None:
+def _check_row(kind: DataKind, r: _Row) -> None:
     row = r.row
     if kind == "pretrain":
         if r.require("text"):
@@ -166,7 +138,7 @@ def _prompt_key(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _warn_duplicates(kind: Kind, path: Path, rows: list[tuple[int, dict]]) -> list[str]:
+def _warn_duplicates(kind: DataKind, path: Path, rows: list[tuple[int, dict]]) -> list[str]:
     """Duplicate rows, and rows that contradict each other, are worth a look but are not errors."""
     warnings: list[str] = []
     seen: dict[str, int] = {}
@@ -199,7 +171,7 @@ def _warn_duplicates(kind: Kind, path: Path, rows: list[tuple[int, dict]]) -> li
     return warnings
 
 
-def read_rows(path: str | Path, kind: Kind) -> list[tuple[int, dict]]:
+def read_rows(path: str | Path, kind: DataKind) -> list[tuple[int, dict]]:
     """Parse and check a JSONL file; raise UserError listing every problem, log duplicates as warnings."""
     path = Path(path)
     if not path.is_file():
@@ -242,7 +214,7 @@ def _as_messages(value, role: str) -> list[dict]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
-def rendered_lengths(kind: Kind, row: dict, tokenizer) -> list[int]:
+def rendered_lengths(kind: DataKind, row: dict, tokenizer) -> list[int]:
     """Token lengths of what a trainer will actually see for this row."""
     if kind == "pretrain":
         return [len(tokenizer(row["text"])["input_ids"]) + 2]  # + BOS and EOS
@@ -261,7 +233,7 @@ def rendered_lengths(kind: Kind, row: dict, tokenizer) -> list[int]:
 
 def check_against_tokenizer(
     path: str | Path,
-    kind: Kind,
+    kind: DataKind,
     rows: list[tuple[int, dict]],
     tokenizer,
     max_length: int,

@@ -1,0 +1,185 @@
+"""A stage's checkpoint from start to finish: refuse to overwrite, resume, fingerprint, save atomically, push.
+
+A finished checkpoint folder holds the stage marker (`toyllm_stage.json`, written last) with a fingerprint of the
+config, the data and the checkpoints the stage started from; a folder without it holds no finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toyllm.card import recipe_command, write_model_card
+from toyllm.errors import UserError
+from toyllm.stages import STAGE
+
+if TYPE_CHECKING:
+    from transformers import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+# Fields that change how a run is watched, not what it produces: left out of a stage's fingerprint.
+UNTRACKED_FIELDS = {
+    "resume_from_checkpoint", "overwrite", "logging_dir", "logging_steps", "report_to", "disable_tqdm", "run_name",
+    "push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "log_level", "log_level_replica", "output_dir",
+}  # fmt: skip
+MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last): a process killed
+    mid-save leaves a newer, half-written folder that must not be resumed from."""
+    folders = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for folder in folders:
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            return str(folder)
+        except (OSError, ValueError):
+            logger.warning(f"{folder} is incomplete (interrupted while saving): skipped.")
+    return None
+
+
+def resolve_resume(training_args) -> None:
+    """`resume_from_checkpoint: true` means the last complete checkpoint in output_dir, if there is one."""
+    if str(training_args.resume_from_checkpoint).lower() not in {"true", "1", "yes"}:
+        return
+    last = last_complete_checkpoint(training_args.output_dir)
+    if last is None:
+        logger.warning(f"No checkpoint in {training_args.output_dir} to resume from: starting the stage afresh.")
+    training_args.resume_from_checkpoint = last
+
+
+def read_marker(folder: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _input_identity(key: str, value: str) -> str:
+    """What a stage's input is, independent of where it lies: a file's content, a checkpoint's own fingerprint."""
+    path = Path(value)
+    if key == "dataset_name" and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    marker = read_marker(path) if key in {"model_name_or_path", "reward_model_path"} else None
+    return marker["fingerprint"] if marker else value
+
+
+def stage_fingerprint(*parsed_args) -> str:
+    """A hash of the config, the data file and the checkpoints the stage starts from (not of where they lie)."""
+    values = {}
+    for obj in parsed_args:
+        for key, value in dataclasses.asdict(obj).items():
+            if key in UNTRACKED_FIELDS:
+                continue
+            values[key] = _input_identity(key, value) if isinstance(value, str) and value else value
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_finished(folder: str | Path, fingerprint: str, overwrite: bool) -> bool:
+    """True when `folder` already holds this exact stage; an error when it holds another one's, unless `overwrite`."""
+    marker = read_marker(folder)
+    if marker is None:
+        return False
+    if marker["fingerprint"] == fingerprint:
+        return True
+    if not overwrite:
+        raise UserError(
+            f"{folder}: holds a finished {marker['stage']} checkpoint made from a different config, data or seed; "
+            "pass --overwrite to replace it, or choose another output folder"
+        )
+    return False
+
+
+def begin_stage(script_args, training_args, *other_args) -> str:
+    """Set up logging and seeding, refuse to replace another config's finished checkpoint; return the fingerprint.
+
+    Every random draw of the stage is seeded with `seed` first: the Trainer seeds itself only after the models are
+    loaded, so a new score head or LoRA's A matrices would otherwise depend on whatever ran before in the process
+    (the demo runs every stage in one), and a stage would not give the same result alone as in the chain.
+    """
+    import transformers
+
+    level = training_args.get_process_log_level()
+    transformers.utils.logging.set_verbosity(level)
+    logging.getLogger("toyllm").setLevel(level)
+    transformers.set_seed(training_args.seed)
+    fingerprint = stage_fingerprint(script_args, training_args, *other_args)
+    is_finished(training_args.output_dir, fingerprint, script_args.overwrite)
+    return fingerprint
+
+
+def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
+    atomic_write_text(Path(folder) / MARKER, json.dumps({"stage": stage, "fingerprint": fingerprint}) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write then rename, so a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str | None, dataset: str | None) -> Path:
+    """Save weights (safetensors), config, tokenizer with its chat template, generation config and model card.
+
+    Everything is written to a scratch folder first and moved into output_dir file by file (write then rename); the
+    stage marker goes last, so an interrupted save never looks like a finished checkpoint.
+    """
+    output_dir = Path(trainer.args.output_dir)
+    scratch = output_dir / ".saving"
+    # On every rank: under FSDP or ZeRO-3 saving gathers the shards. `_internal_call` keeps the Trainer from pushing
+    # this scratch save to the Hub: `push_stage` pushes the finished folder.
+    trainer.save_model(str(scratch), _internal_call=True)
+    if trainer.accelerator.is_main_process:
+        (output_dir / MARKER).unlink(missing_ok=True)
+        trainer.state.save_to_json(str(scratch / "trainer_state.json"))  # log history, for plots and tests
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if STAGE[stage].saves == "causal-lm" and getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(scratch)  # a LoRA adapter's save leaves it out
+        history = trainer.state.log_history
+        final_loss = next((log["train_loss"] for log in reversed(history) if "train_loss" in log), None)
+        write_model_card(
+            scratch,
+            stage=stage,
+            trainer_name=type(trainer).__name__,
+            base_model=base_model,
+            dataset=dataset,
+            command=recipe_command(),
+            metrics={"train_loss": final_loss} if final_loss is not None else None,
+            model_name=output_dir.name,
+        )
+        for item in scratch.iterdir():
+            target = output_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        scratch.rmdir()
+        write_marker(output_dir, stage, fingerprint)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.push_to_hub:
+        push_stage(trainer, output_dir)
+    return output_dir
+
+
+def push_stage(trainer: Trainer, output_dir: Path) -> None:
+    """Push the finished checkpoint (weights, tokenizer, chat template, generation config, our model card).
+
+    Called on every rank, like `trainer.push_to_hub` (alignment-handbook#198); the weights were already gathered by
+    `save_stage` on every rank, so only the main process uploads, and the others wait for it. `trainer.push_to_hub`
+    itself is not used: it saves the model a second time and replaces our README.md with TRL's generic card.
+    """
+    from toyllm.hub import push_folder
+
+    args = trainer.args
+    if trainer.accelerator.is_main_process:
+        repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or output_dir.name
+        push_folder(output_dir, repo_id, private=args.hub_private_repo, token=args.hub_token)
+    trainer.accelerator.wait_for_everyone()
