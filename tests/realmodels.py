@@ -21,7 +21,7 @@ from transformers import (
     set_seed,
 )
 
-from toyllm.model import CHATML_TEMPLATE  # ChatML with {% generation %} markers
+from toyllm.tokenizer import CHATML_TEMPLATE  # ChatML with {% generation %} markers
 from toyllm.tokenizer import iter_data_folder_texts
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")

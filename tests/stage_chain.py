@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from toyllm.recipes import dpo, ppo, pretrain, reward, sft
 
-from toyllm.stage import parse_recipe_args
+from toyllm.args import parse_recipe_args
 
 REPO = Path(__file__).resolve().parents[1]
 LORA = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear"]

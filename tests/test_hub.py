@@ -23,8 +23,8 @@ from toyllm.recipes import sft
 from toyllm import cli
 from toyllm.card import recipe_command, write_model_card
 from toyllm.model import build_random_checkpoint
-from toyllm.stage import parse_recipe_args
-from toyllm.validate import UserError
+from toyllm.args import parse_recipe_args
+from toyllm.errors import UserError
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTest0123456789abcdef"
 REPO_ID = "alice/toyllm-sft"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,22 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALICE, REPO
+from conftest import ALICE, REPO, logged
 from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM
 
-from toyllm.demo import POLICY_STAGES, TRAINED_STAGES, run_demo
+from toyllm.demo import run_demo
 from toyllm.model import build_random_checkpoint, load_weights
-from toyllm.stage import MARKER, parse_recipe_args
+from toyllm.args import parse_recipe_args
+from toyllm.checkpoint import MARKER
+from toyllm.stages import POLICIES, TRAINED
 from toyllm.tokenizer import train_word_level_tokenizer
-from toyllm.validate import UserError
+from toyllm.errors import UserError
 
 PLANTED_TOKEN = "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0123"
-
-
-def logged_losses(folder: Path, key: str = "loss") -> dict[int, float]:
-    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
-    return {log["step"]: log[key] for log in history if key in log}
 
 
 def test_killed_pretraining_resumes_to_the_same_loss(tmp_path):
@@ -55,7 +51,7 @@ def test_killed_pretraining_resumes_to_the_same_loss(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (killed / MARKER).exists()
-    full_losses, resumed_losses = logged_losses(full), logged_losses(killed)
+    full_losses, resumed_losses = logged(full), logged(killed)
     last_step = max(full_losses)
     assert max(resumed_losses) == last_step
     printed_logs = resumed.stdout.count("{'loss'")
@@ -65,7 +61,7 @@ def test_killed_pretraining_resumes_to_the_same_loss(tmp_path):
 
 
 def test_resume_skips_a_half_written_checkpoint(tmp_path, caplog):
-    from toyllm.stage import last_complete_checkpoint
+    from toyllm.checkpoint import last_complete_checkpoint
 
     (tmp_path / "checkpoint-50").mkdir(parents=True)
     (tmp_path / "checkpoint-50" / "trainer_state.json").write_text("{}")
@@ -93,10 +89,10 @@ def test_rerun_skips_finished_stages_and_redoes_a_half_written_one(demo_run, tmp
 
 def test_another_seed_does_not_overwrite_finished_work(demo_run):
     demo_dir, _ = demo_run
-    before = {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICY_STAGES}
-    with pytest.raises(UserError, match=r"random: holds a finished random checkpoint from a different config"):
+    before = {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICIES}
+    with pytest.raises(UserError, match=r"random: holds a finished random checkpoint made from a different config, data or seed"):
         run_demo(ALICE, demo_dir, seed=1)
-    assert before == {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICY_STAGES}
+    assert before == {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICIES}
 
 
 def test_recipe_refuses_to_replace_another_configs_checkpoint_unless_told(demo_run, tmp_path):
@@ -106,7 +102,7 @@ def test_recipe_refuses_to_replace_another_configs_checkpoint_unless_told(demo_r
     weights = (out / "model.safetensors").read_bytes()
     base = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
             "--output_dir", str(out), "--num_train_epochs", "2"]  # fmt: skip
-    with pytest.raises(UserError, match=r"holds a finished sft checkpoint made from a different config or data"):
+    with pytest.raises(UserError, match=r"holds a finished sft checkpoint made from a different config, data or seed"):
         sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, base))
     assert (out / "model.safetensors").read_bytes() == weights
     sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*base, "--overwrite"]))
@@ -120,9 +116,9 @@ def test_same_seed_gives_bit_identical_losses_and_answers_and_leaks_no_token(dem
     again = run_demo(ALICE, tmp_path / "again", seed=0)
     assert again["responses"] == metrics["responses"]
     assert again["stages"] == metrics["stages"]
-    for stage in TRAINED_STAGES:
+    for stage in TRAINED:
         key = "loss/policy_avg" if stage == "ppo" else "loss"
-        assert logged_losses(tmp_path / "again" / stage, key) == logged_losses(demo_dir / stage, key), stage
+        assert logged(tmp_path / "again" / stage, key) == logged(demo_dir / stage, key), stage
 
     captured = capfd.readouterr()
     assert PLANTED_TOKEN not in captured.out + captured.err

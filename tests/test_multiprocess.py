@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALICE, REPO
+from conftest import ALICE, REPO, accelerate_two_processes, logged
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
 from realmodels import build_tiny_checkpoint, digest
 from stage_chain import CHAIN, TOY_BATCH, run_chain
@@ -38,7 +38,6 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from toyllm.demo import recipe_args, stage_overrides
 
-ACCELERATE = Path(sys.executable).with_name("accelerate")
 PPO_EPISODES = 512  # a quarter of the toy run: enough for the judge's score to rise, ~20 s under two processes
 ABS_TOL, REL_TOL = 0.02, 0.10
 
@@ -53,19 +52,6 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def accelerate_two_processes(*script_and_args: str) -> subprocess.CompletedProcess:
-    command = [
-        str(ACCELERATE), "launch", "--config_file", "recipes/accelerate_configs/ddp.yaml",
-        "--num_processes", "2", "--main_process_port", "0",  # a free port: other runs may hold 29500
-        *script_and_args,
-    ]  # fmt: skip
-    # No GPU, and no ACCELERATE_USE_CPU: the recipes must notice and run both processes on the CPU over gloo.
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 def launch_two_processes(stage: str, demo_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """A toy stage under two processes, with half the toy YAML's per-device batch: the same global batch."""
     return accelerate_two_processes(
@@ -75,7 +61,7 @@ def launch_two_processes(stage: str, demo_dir: Path, output_dir: Path, *extra: s
 
 
 def trainer_state(folder: Path) -> dict:
-    return json.loads((folder / "trainer_state.json").read_text())
+    return json.loads((folder / "trainer_state.json").read_text())  # global_step too, not only the log
 
 
 def last(history: list[dict], key: str) -> float:
@@ -104,10 +90,6 @@ def test_stage_under_two_processes_matches_one(demo_run, tmp_path, stage, metric
     assert (tmp_path / stage / "toyllm_stage.json").is_file()
 
 
-def ppo_logs(folder: Path, key: str) -> list[float]:
-    return [log[key] for log in trainer_state(folder)["log_history"] if key in log]
-
-
 def quarter_means(values: list[float]) -> tuple[float, float]:
     quarter = len(values) // 4
     return statistics.mean(values[:quarter]), statistics.mean(values[-quarter:])
@@ -132,13 +114,13 @@ def test_ppo_under_two_processes_matches_one(demo_run, tmp_path):
     assert trainer_state(two)["global_step"] == trainer_state(one)["global_step"]
     # The judge's score of 8 sampled answers swings by ~2 from one rollout to the next: compare the mean over the run
     # within three standard errors (measured: -0.09 vs -0.07, standard errors 0.17 and 0.19).
-    scores = {n: ppo_logs(folder, "objective/scores") for n, folder in (("one", one), ("two", two))}
+    scores = {n: list(logged(folder, "objective/scores").values()) for n, folder in (("one", one), ("two", two))}
     mean = {n: statistics.mean(v) for n, v in scores.items()}
     error = sum(statistics.stdev(v) ** 2 / len(v) for v in scores.values()) ** 0.5
     assert abs(mean["two"] - mean["one"]) <= 3 * error, f"mean score: {mean}, standard error {error:.2f}"
     # The trend that is not noise: the value model learns to predict the judge (loss ~9 -> ~5 in both).
     for name, folder in (("one", one), ("two", two)):
-        first, final = quarter_means(ppo_logs(folder, "loss/value_avg"))
+        first, final = quarter_means(list(logged(folder, "loss/value_avg").values()))
         assert final < 0.8 * first, f"{name} process(es): value loss {first:.2f} -> {final:.2f}"
     # Under DDP TRL's PPOTrainer would save policy + value model together; save_stage saves the policy alone.
     policy = AutoModelForCausalLM.from_pretrained(two)
@@ -192,10 +174,6 @@ def test_launch_slurm_on_two_nodes(demo_run, tmp_path):
     assert trainer_state(output_dir)["global_step"] == 5 * 2
 
 
-def losses(folder: Path, key: str = "loss") -> list[float]:
-    return [log[key] for log in trainer_state(folder)["log_history"] if key in log]
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_real_architectures_full_and_lora_under_two_processes(arch, tmp_path):
     """Every recipe, full and LoRA, on a tiny random Llama / Qwen2 checkpoint: one process in this test, then two
@@ -221,7 +199,7 @@ def test_real_architectures_full_and_lora_under_two_processes(arch, tmp_path):
     for name, (stage, _, _) in CHAIN.items():
         assert trainer_state(two / name)["global_step"] == trainer_state(one / name)["global_step"] == 2, name
         if stage != "ppo":
-            first_one, first_two = losses(one / name), losses(two / name)
+            first_one, first_two = list(logged(one / name).values()), list(logged(two / name).values())
             compared = first_two if stage != "sft" else first_two[:1]
             assert compared == pytest.approx(first_one[: len(compared)], rel=1e-4), name
         lora = name.endswith("-lora")

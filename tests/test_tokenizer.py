@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DATASETS, REPO, read_jsonl
+from conftest import DATASETS, REPO, prompt_prefix_mismatches, read_jsonl
 from transformers import AutoTokenizer
 
 from toyllm.data import DATA_FILES, iter_texts
@@ -61,15 +61,7 @@ def test_chat_template_round_trip(dataset):
 def test_prompt_is_a_token_prefix_of_prompt_plus_answer_for_every_row(dataset):
     """TRL's 'Mismatch between tokenized prompt...' check, over every shipped SFT and preference row."""
     data_dir, tokenizer = dataset
-    pairs = []
-    for row in read_jsonl(data_dir / "sft.jsonl"):
-        pairs.append((row["messages"][:-1], row["messages"][-1:]))
-    for row in read_jsonl(data_dir / "preference.jsonl"):
-        pairs += [(row["prompt"], row["chosen"]), (row["prompt"], row["rejected"])]
-    for prompt, answer in pairs:
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(prompt + answer)["input_ids"]
-        assert full_ids[: len(prompt_ids)] == prompt_ids, prompt
+    assert prompt_prefix_mismatches(tokenizer, data_dir) == []
 
 
 def test_assistant_mask_covers_exactly_the_answer_and_its_eos(dataset):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, logged
 
 
 def run_recipe(stage: str, *args: str, env: dict | None = None) -> None:
@@ -21,11 +21,6 @@ def run_recipe(stage: str, *args: str, env: dict | None = None) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def logged(output_dir: Path, key: str) -> dict[int, float]:
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return {log["step"]: log[key] for log in history if key in log}
 
 
 @pytest.mark.parametrize(

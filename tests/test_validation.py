@@ -12,11 +12,13 @@ import pytest
 from conftest import ALICE, REPO
 from toyllm.recipes import ppo, sft
 
-from toyllm.config import check_config_file, check_ppo_setup
+from toyllm.args import check_config_file
+from toyllm.ppo import check_ppo_setup
 from toyllm.data import check_data_folder, load_data
-from toyllm.stage import parse_recipe_args
+from toyllm.args import parse_recipe_args
 from toyllm.tokenizer import train_word_level_tokenizer
-from toyllm.validate import UserError, read_rows
+from toyllm.data_checks import read_rows
+from toyllm.errors import UserError
 
 
 def msgs(*turns: tuple[str, str]) -> list[dict]:
@@ -244,6 +246,56 @@ def ppo_args(demo_dir: Path, *extra: str):
         ["--config", str(REPO / "recipes/toy/ppo.yaml"), "--model_name_or_path", str(demo_dir / "sft"),
          "--reward_model_path", str(demo_dir / "reward"), *extra],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "recipe_name, extra, expected",
+    [
+        ("sft", ["--load_in_4bit", "true"], "load_in_4bit: bitsandbytes quantization needs a CUDA GPU"),
+        ("sft", ["--dataset_streaming", "true"], "dataset_streaming: not supported"),
+        ("reward", ["--use_peft", "true", "--lora_task_type", "CAUSAL_LM"], "lora_task_type: a reward model needs"),
+        ("reward", ["--use_peft", "true", "--lora_modules_to_save", "c_attn"], "lora_modules_to_save: must include"),
+    ],
+)
+def test_settings_the_recipes_cannot_honour_are_refused_when_parsed(tmp_path, recipe_name, extra, expected):
+    """Accepted and silently ignored (or overwritten) before; now one line naming the key, before any loading."""
+    import importlib
+
+    recipe = importlib.import_module(f"toyllm.recipes.{recipe_name}")
+    (tmp_path / "model").mkdir()
+    args = ["--config", str(REPO / f"recipes/toy/{recipe_name}.yaml"), "--model_name_or_path", str(tmp_path / "model")]
+    with pytest.raises(UserError, match=expected):
+        parse_recipe_args(recipe.ARGUMENT_TYPES, [*args, *extra])
+
+
+def test_reward_lora_defaults_to_a_trained_score_head(tmp_path):
+    from toyllm.recipes import reward
+
+    (tmp_path / "model").mkdir()
+    args = ["--config", str(REPO / "recipes/toy/reward.yaml"), "--model_name_or_path", str(tmp_path / "model")]
+    _, _, model_args = parse_recipe_args(reward.ARGUMENT_TYPES, [*args, "--use_peft", "true"])
+    assert (model_args.lora_task_type, model_args.lora_modules_to_save) == ("SEQ_CLS", ["score"])
+
+
+def test_jsonl_has_only_a_train_split_and_no_eval_split(demo_run, tmp_path):
+    demo_dir, _ = demo_run
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(UserError, match="a JSONL file has one split, 'train', not 'validation'"):
+        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--dataset_train_split", "validation"]))
+    with pytest.raises(UserError, match="eval_strategy: data/sft.jsonl is a JSONL file with no 'test' split"):
+        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--eval_strategy", "steps"]))
+
+
+def test_assistant_only_loss_on_plain_text_rows_is_refused(demo_run, tmp_path):
+    demo_dir, _ = demo_run
+    data = tmp_path / "plain.jsonl"
+    data.write_text(json.dumps({"prompt": "who did alice follow", "completion": "alice followed the white rabbit"}))
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
+            "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(UserError, match="assistant_only_loss: true needs conversational rows"):
+        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_ppo_judge_with_another_tokenizer_is_refused(demo_run, tmp_path):

@@ -1,0 +1,71 @@
+"""The stage table is the one list of stages: the YAMLs, the demo, the Slurm script and the recipes agree with it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from toyllm.args import parse_recipe_args
+from toyllm.demo import stage_overrides
+from toyllm.stages import RECIPES, STAGE, STAGES, TRAINED
+
+TOY = REPO / "recipes" / "toy"
+
+
+@pytest.mark.parametrize("stage", TRAINED)
+def test_each_toy_yaml_starts_from_the_stage_the_table_names(stage):
+    row = STAGE[stage]
+    config = yaml.safe_load((TOY / f"{row.recipe}.yaml").read_text())
+    assert config["model_name_or_path"] == f"outputs/toy/{row.starts_from}"
+    assert config["output_dir"] == f"outputs/toy/{stage}"
+    assert config["dataset_name"] == f"data/{row.data}.jsonl"
+    assert config.get("reward_model_path") == (f"outputs/toy/{row.judge}" if row.judge else None)
+
+
+@pytest.mark.parametrize("stage", TRAINED)
+def test_every_shipped_yaml_parses_with_its_recipe(stage, tmp_path):
+    """Parsed as users launch them, on a fresh clone: the folders the YAMLs point at need only exist."""
+    row = STAGE[stage]
+    recipe = importlib.import_module(f"toyllm.recipes.{row.recipe}")
+    paths = ["--model_name_or_path", str(tmp_path / row.starts_from), "--output_dir", str(tmp_path / stage)]
+    (tmp_path / row.starts_from).mkdir()
+    if row.judge:
+        (tmp_path / row.judge).mkdir()
+        paths += ["--reward_model_path", str(tmp_path / row.judge)]
+    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", str(TOY / f"{stage}.yaml"), *paths])
+    assert training_args.output_dir == str(tmp_path / stage)
+    assert script_args.dataset_name == f"data/{row.data}.jsonl"
+
+
+def test_the_demo_chains_stages_as_the_table_says(tmp_path):
+    for stage in TRAINED:
+        args = stage_overrides(stage, REPO / "data", tmp_path, seed=0)
+        model = args[args.index("--model_name_or_path") + 1]
+        assert model == str(tmp_path / STAGE[stage].starts_from)
+        assert args[args.index("--dataset_name") + 1].endswith(f"{STAGE[stage].data}.jsonl")
+
+
+def test_table_is_a_chain_from_random_and_every_recipe_exists():
+    names = [row.name for row in STAGES]
+    for position, row in enumerate(STAGES):
+        assert row.starts_from is None or names.index(row.starts_from) < position, row.name
+        assert row.judge is None or STAGE[row.judge].saves == "scorer"
+        assert row.card and row.about
+    assert all((REPO / "recipes" / f"{recipe}.py").is_file() for recipe in RECIPES)
+
+
+def test_slurm_script_reads_its_stage_names_from_the_table():
+    printed = subprocess.run([sys.executable, "-m", "toyllm.stages"], capture_output=True, text=True, check=True)
+    assert printed.stdout.split() == list(RECIPES)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the python with toyllm
+    result = subprocess.run(["bash", str(REPO / "recipes/launch.slurm"), "nonsense", "x.yaml"], capture_output=True,
+                            text=True, cwd=REPO, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert f"choose one of {' '.join(RECIPES)}" in result.stderr
