@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import TrainingArguments
 from trl import ScriptArguments, TrlParser
@@ -205,17 +206,11 @@ def check_supported(obj) -> None:
         "ignore_bias_buffers": "no toyllm model has bias buffers for DDP to ignore",
     }
     problems = [f"{key}: not supported ({why})" for key, why in refused.items() if getattr(obj, key, False)]
-    if (getattr(obj, "load_in_4bit", False) or getattr(obj, "load_in_8bit", False)) and not _cuda_available():
+    if (getattr(obj, "load_in_4bit", False) or getattr(obj, "load_in_8bit", False)) and not torch.cuda.is_available():
         key = "load_in_4bit" if obj.load_in_4bit else "load_in_8bit"
         problems.append(f"{key}: bitsandbytes quantization needs a CUDA GPU; leave it false on this machine")
     if problems:
         raise UserError(problems)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def use_cpu_for_multi_process_without_gpu() -> None:
@@ -226,8 +221,6 @@ def use_cpu_for_multi_process_without_gpu() -> None:
     the Trainer and accelerate set up the gloo process group instead.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "ACCELERATE_USE_CPU" not in os.environ:
-        import torch
-
         if not torch.accelerator.is_available():
             os.environ["ACCELERATE_USE_CPU"] = "true"
             logger.info("No GPU: running the %s processes on the CPU (gloo).", os.environ["WORLD_SIZE"])

@@ -57,7 +57,7 @@ def write_model_card(
         "",
         f"# toyllm — stage `{stage}`",
         "",
-        f"This checkpoint is {STAGE[stage].card if stage in STAGE else stage}",
+        STAGE[stage].about if stage in STAGE else "A toyllm checkpoint.",
         "",
         f"- trained with: `{trainer_name}`",
         f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",

@@ -8,52 +8,41 @@ from pathlib import Path
 from toyllm.errors import exit_on_user_error
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace) -> None:
     from toyllm.demo import run_demo
 
-    with exit_on_user_error("run the same command again: finished stages are skipped"):
-        run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite)
-    return 0
+    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite)
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace) -> None:
     from toyllm.chat import generate
 
-    with exit_on_user_error(None):
-        print(generate(args.model, args.question, **sampling_options(args)))
-    return 0
+    print(generate(args.model, args.question, **sampling_options(args)))
 
 
 def run_chat(args: argparse.Namespace) -> int:
     from toyllm.chat import chat_loop
 
-    with exit_on_user_error(None):
-        return chat_loop(args.model, system=args.system, **sampling_options(args))
+    return chat_loop(args.model, system=args.system, **sampling_options(args))
 
 
-def run_compare(args: argparse.Namespace) -> int:
+def run_compare(args: argparse.Namespace) -> None:
     from toyllm.report import run_compare
 
     hide_loading_bars()
-    with exit_on_user_error(None):
-        run_compare(args.model, args.eval, args.reward_model, args.output_dir)
-    return 0
+    run_compare(args.model, args.eval, args.reward_model, args.output_dir)
 
 
-def run_merge(args: argparse.Namespace) -> int:
+def run_merge(args: argparse.Namespace) -> None:
     from toyllm.merge import merge_adapter
 
-    with exit_on_user_error(None):
-        merge_adapter(args.adapter, args.output)
-    return 0
+    merge_adapter(args.adapter, args.output)
 
 
-def run_push(args: argparse.Namespace) -> int:
+def run_push(args: argparse.Namespace) -> None:
     from toyllm.hub import push_folder
 
-    with exit_on_user_error(None):
-        print(push_folder(args.model, args.repo_id, private=args.private or None))
-    return 0
+    print(push_folder(args.model, args.repo_id, private=args.private or None))
 
 
 def hide_loading_bars() -> None:
@@ -84,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="outputs/toy", help="where checkpoints and the report go")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace checkpoints made from another config or data")
-    demo.set_defaults(func=run_demo)
+    demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
 
     merge = commands.add_parser("merge", help="merge a LoRA adapter into its base model: a full checkpoint")
     merge.add_argument("--adapter", required=True, help="folder a LoRA stage saved (adapter_config.json)")
@@ -147,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if twice:
             parser.error(f"--model: the name {twice!r} is given twice")
         args.model = dict(args.model)
-    return args.func(args)
+    with exit_on_user_error(getattr(args, "resume_hint", None)):
+        return args.func(args) or 0
 
 
 if __name__ == "__main__":

@@ -24,22 +24,16 @@ def chat_prompts(tokenizer, questions: list[str]) -> list[list[int]]:
     ]
 
 
-def _pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    if side == "left":
-        ids = [[pad_id] * (width - len(r)) + r for r in rows]
-        mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
-    else:
-        ids = [r + [pad_id] * (width - len(r)) for r in rows]
-        mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
-    return torch.tensor(ids), torch.tensor(mask)
+def _pad(tokenizer, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = tokenizer.pad({"input_ids": rows}, padding_side=side, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
 
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """The model's greedy chat answer to each question, special tokens stripped."""
     # Left padding, so every answer starts at the same index; generate() derives position ids from the mask.
-    input_ids, attention_mask = _pad(chat_prompts(tokenizer, questions), tokenizer.pad_token_id, "left")
+    input_ids, attention_mask = _pad(tokenizer, chat_prompts(tokenizer, questions), "left")
     room = model.config.max_position_embeddings - input_ids.shape[1]
     output = model.generate(
         input_ids=input_ids.to(model.device),
@@ -77,7 +71,7 @@ def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[st
     ]
     # Right padding: absolute position embeddings (GPT-2) see each row as in training; the score is read at the
     # last non-pad token.
-    input_ids, attention_mask = _pad(rows, tokenizer.pad_token_id, "right")
+    input_ids, attention_mask = _pad(tokenizer, rows, "right")
     device = reward_model.device
     logits = reward_model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
     return logits[:, 0].float().tolist()

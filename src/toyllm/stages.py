@@ -21,44 +21,37 @@ class Stage:
     starts_from: str | None  # the stage whose checkpoint it loads (its `model_name_or_path`)
     saves: Literal["causal-lm", "scorer"]  # a chat/completion model, or a one-label sequence classifier
     judge: str | None = None  # the stage whose scorer rates its answers while it trains (PPO's reward_model_path)
-    card: str = ""  # "This checkpoint is ..." in its model card
-    about: str = ""  # one sentence in the report
+    about: str = ""  # one sentence in the report and in the model card
 
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         "random", None, None, None, "causal-lm",
-        card="the baby model: random weights and a freshly trained word-level vocabulary. Its answers are garbage.",
         about="The GPT-2 architecture with random weights and a vocabulary built from the data: the starting point, "
         "which knows nothing yet.",
     ),
     Stage(
         "pretrain", "pretrain", "pretrain", "random", "causal-lm",
-        card="a *completer*: trained on next-word prediction, it continues text but does not answer questions.",
         about="Next-token prediction on plain sentences of the story (`transformers.Trainer`): the model becomes a "
         "completer that continues text it has read, but does not answer questions.",
     ),
     Stage(
         "sft", "sft", "sft", "pretrain", "causal-lm",
-        card="an *answerer*: supervised fine-tuning on question/answer flashcards taught it to answer.",
         about="Supervised fine-tuning on question/answer chats (TRL `SFTTrainer`, loss on the answers only): the "
         "model learns the chat format and to answer the flashcard questions.",
     ),
     Stage(
         "reward", "reward", "preference", "sft", "scorer",
-        card="the *judge*: a reward model that scores how well an answer fits its question.",
         about="A reward model, the judge, trained on chosen/rejected answer pairs (TRL `RewardTrainer`): it scores "
         "answers and is not itself a chat model, so it has no column in the tables.",
     ),
     Stage(
         "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward",
-        card="an *aligned* model: PPO pushed the SFT model toward answers the judge prefers.",
         about="RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
         "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
     ),
     Stage(
         "dpo", "dpo", "preference", "sft", "causal-lm",
-        card="an *aligned* model: DPO learnt the preference pairs directly, without a judge.",
         about="Direct preference optimisation (TRL `DPOTrainer`): learns from the chosen/rejected pairs directly, "
         "without a judge or sampling, relative to a frozen copy of the SFT model.",
     ),

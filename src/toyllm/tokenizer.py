@@ -21,14 +21,6 @@ from toyllm.data import DATA_FILES, iter_texts
 logger = logging.getLogger(__name__)
 
 
-def load_tokenizer_spec(toy_config_dir: str | Path) -> tuple[dict, str]:
-    """Read `tokenizer.json` (our spec, not a HF tokenizer file) and the chat template it names."""
-    toy_config_dir = Path(toy_config_dir)
-    spec = json.loads((toy_config_dir / "tokenizer.json").read_text())
-    chat_template = (toy_config_dir / spec["chat_template"]).read_text()
-    return spec, chat_template
-
-
 def iter_data_folder_texts(data_dir: str | Path) -> Iterator[str]:
     """All the words the pipeline will ever see: corpus, questions, answers, preference pairs, prompts, eval."""
     for file_name in DATA_FILES.values():
@@ -36,7 +28,8 @@ def iter_data_folder_texts(data_dir: str | Path) -> Iterator[str]:
 
 
 def train_word_level_tokenizer(data_dir: str | Path, toy_config_dir: str | Path) -> PreTrainedTokenizerFast:
-    spec, chat_template = load_tokenizer_spec(toy_config_dir)
+    spec = json.loads((Path(toy_config_dir) / "tokenizer.json").read_text())  # our spec, not a HF tokenizer file
+    chat_template = (Path(toy_config_dir) / spec["chat_template"]).read_text()
     special = spec["special_tokens"]
     # Special tokens come first so [PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3 in every toy vocabulary.
     special_tokens = [special["pad_token"], special["unk_token"], special["bos_token"], special["eos_token"]]
