@@ -42,7 +42,12 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     tokenizer = load_tokenizer(model_args, padding_side="left")
     max_length = context_length(AutoConfig.from_pretrained(model_args.model_name_or_path))
     train_dataset, eval_dataset = load_splits(
-        script_args, stage.data, tokenizer, max_length, training_args.eval_strategy != "no", training_args.response_length
+        script_args,
+        stage.data,
+        tokenizer,
+        max_length,
+        training_args.eval_strategy != "no",
+        training_args.response_length,
     )
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     check_ppo_setup(training_args, model_args.model_name_or_path, len(train_dataset), world_size)

@@ -38,7 +38,9 @@ class RewardModelConfig(ModelConfig):
         if self.use_peft and self.lora_task_type != "SEQ_CLS":
             raise ValueError(f"lora_task_type: a reward model needs SEQ_CLS, not {self.lora_task_type}")
         if self.use_peft and "score" not in (self.lora_modules_to_save or []):
-            raise ValueError("lora_modules_to_save: must include score, the new head, or it is neither trained nor saved")
+            raise ValueError(
+                "lora_modules_to_save: must include score, the new head, or it is neither trained nor saved"
+            )
 
 
 ARGUMENT_TYPES = (RewardScriptArguments, RewardConfig, RewardModelConfig)

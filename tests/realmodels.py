@@ -21,8 +21,10 @@ from transformers import (
     set_seed,
 )
 
-from toyllm.tokenizer import CHATML_TEMPLATE  # ChatML with {% generation %} markers
-from toyllm.tokenizer import iter_data_folder_texts
+from toyllm.tokenizer import (
+    CHATML_TEMPLATE,  # ChatML with {% generation %} markers
+    iter_data_folder_texts,
+)
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 

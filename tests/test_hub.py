@@ -21,10 +21,10 @@ from huggingface_hub.utils import filter_repo_objects
 from toyllm.recipes import sft
 
 from toyllm import cli
-from toyllm.card import recipe_command, write_model_card
-from toyllm.model import build_random_checkpoint
 from toyllm.args import parse_recipe_args
+from toyllm.card import recipe_command, write_model_card
 from toyllm.errors import UserError
+from toyllm.model import build_random_checkpoint
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTest0123456789abcdef"
 REPO_ID = "alice/toyllm-sft"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,13 +15,13 @@ from conftest import ALICE, REPO, logged
 from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM
 
-from toyllm.demo import run_demo
-from toyllm.model import build_random_checkpoint, load_weights
 from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import MARKER
+from toyllm.demo import run_demo
+from toyllm.errors import UserError
+from toyllm.model import build_random_checkpoint, load_weights
 from toyllm.stages import POLICIES, TRAINED
 from toyllm.tokenizer import train_word_level_tokenizer
-from toyllm.errors import UserError
 
 PLANTED_TOKEN = "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0123"
 
@@ -90,7 +89,9 @@ def test_rerun_skips_finished_stages_and_redoes_a_half_written_one(demo_run, tmp
 def test_another_seed_does_not_overwrite_finished_work(demo_run):
     demo_dir, _ = demo_run
     before = {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICIES}
-    with pytest.raises(UserError, match=r"random: holds a finished random checkpoint made from a different config, data or seed"):
+    with pytest.raises(
+        UserError, match=r"random: holds a finished random checkpoint made from a different config, data or seed"
+    ):
         run_demo(ALICE, demo_dir, seed=1)
     assert before == {stage: (demo_dir / stage / "model.safetensors").read_bytes() for stage in POLICIES}
 

@@ -9,8 +9,8 @@ from conftest import ALICE, logged, read_jsonl
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from toyllm.stages import POLICIES, TRAINED
 from toyllm.evaluate import greedy_answers
+from toyllm.stages import POLICIES, STAGE, TRAINED
 
 LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss", "ppo": "loss/policy_avg"}
 
@@ -79,10 +79,19 @@ def test_metrics_json_follows_the_contract(demo_run):
     assert on_disk == metrics
     splits = {row["split"] for row in read_jsonl(ALICE / "eval.jsonl")}
     assert set(metrics["stages"]) == set(POLICIES)
-    for stage in metrics["stages"].values():
+    for name, stage in metrics["stages"].items():
         assert isinstance(stage["perplexity"], float)
+        assert stage["asked"] == STAGE[name].asked
         for split in splits:
-            assert set(stage[split]) == {"exact_match", "mean_reward"}
+            assert set(stage[split]) == {
+                "exact_match",
+                "mean_reward",
+                "reference_logprob",
+                "sampled_exact",
+                "well_formed",
+            }
+            assert stage[split]["reference_logprob"] <= 0 and 0 <= stage[split]["well_formed"] <= 1
+    assert set(metrics["judge"]["pairwise_accuracy"]) == splits - {"unseen"}  # unseen questions have no pairs
     assert len(metrics["responses"]) == len(read_jsonl(ALICE / "eval.jsonl"))
     assert all(set(POLICIES) <= set(row) for row in metrics["responses"])
     assert set(metrics["seconds"]) >= set(POLICIES) | {"reward"}
@@ -126,3 +135,13 @@ def test_batched_greedy_answers_equal_one_at_a_time(demo_run):
     tokenizer = AutoTokenizer.from_pretrained(output_dir / "sft")
     questions = [row["prompt"] for row in read_jsonl(ALICE / "eval.jsonl")]
     assert greedy_answers(model, tokenizer, questions) == [greedy_answers(model, tokenizer, [q])[0] for q in questions]
+
+
+def test_diagnostics_tell_memorised_answers_from_unreachable_ones(demo_run):
+    """SFT's trained answers are near-certain and sampled back; its held-out references are far less likely; random
+    writes no sentence of the data."""
+    _, metrics = demo_run
+    sft, random = metrics["stages"]["sft"], metrics["stages"]["random"]
+    assert sft["trained"]["reference_logprob"] > -1 and sft["trained"]["sampled_exact"] >= 0.5
+    assert sft["held_out"]["reference_logprob"] < sft["trained"]["reference_logprob"] - 3
+    assert sft["trained"]["well_formed"] == 1.0 and random["trained"]["well_formed"] == 0.0

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from stage_chain import LORA, RECIPES
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from toyllm.cli import main as toyllm_cli
 from toyllm.args import parse_recipe_args
+from toyllm.cli import main as toyllm_cli
 from toyllm.errors import UserError
 
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout

@@ -12,8 +12,8 @@ from conftest import ALICE, REPO, logged, read_jsonl
 from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from toyllm.evaluate import greedy_answers
 from toyllm.args import parse_recipe_args
+from toyllm.evaluate import greedy_answers
 
 
 def test_sft_recipe_under_accelerate_launch(demo_run, tmp_path):

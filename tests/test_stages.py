@@ -39,7 +39,9 @@ def test_every_shipped_yaml_parses_with_its_recipe(stage, tmp_path):
     if row.judge:
         (tmp_path / row.judge).mkdir()
         paths += ["--reward_model_path", str(tmp_path / row.judge)]
-    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", str(TOY / f"{stage}.yaml"), *paths])
+    script_args, training_args, _ = parse_recipe_args(
+        recipe.ARGUMENT_TYPES, ["--config", str(TOY / f"{stage}.yaml"), *paths]
+    )
     assert training_args.output_dir == str(tmp_path / stage)
     assert script_args.dataset_name == f"data/{row.data}.jsonl"
 

@@ -12,13 +12,12 @@ import pytest
 from conftest import ALICE, REPO
 from toyllm.recipes import ppo, sft
 
-from toyllm.args import check_config_file
-from toyllm.ppo import check_ppo_setup
+from toyllm.args import check_config_file, parse_recipe_args
 from toyllm.data import check_data_folder, load_data
-from toyllm.args import parse_recipe_args
-from toyllm.tokenizer import train_word_level_tokenizer
 from toyllm.data_checks import read_rows
 from toyllm.errors import UserError
+from toyllm.ppo import check_ppo_setup
+from toyllm.tokenizer import train_word_level_tokenizer
 
 
 def msgs(*turns: tuple[str, str]) -> list[dict]:

@@ -9,9 +9,9 @@ from typing import TextIO
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
+from toyllm.errors import UserError
 from toyllm.evaluate import chat_prompts
 from toyllm.model import load_weights
-from toyllm.errors import UserError
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 

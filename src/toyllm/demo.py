@@ -125,6 +125,7 @@ def run_demo(
             output_dir,
             stage_dirs={stage: output_dir / stage for stage in STAGE},
             seconds=seconds,
+            asked={stage: STAGE[stage].asked for stage in POLICIES},
         )
     progress("")
     progress(table)

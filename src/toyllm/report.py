@@ -16,9 +16,9 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: int) -> str:
+def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: int, labels: dict | None = None) -> str:
     """A markdown table: the rows' own `keys`, then every stage's text, cut to `width`."""
-    header = [*keys, *stages]
+    header = [*keys, *((labels or {}).get(stage, stage) for stage in stages)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [*(row[key] for key in keys), *(_cell(row.get(stage, ""), width) for stage in stages)]
@@ -26,9 +26,13 @@ def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: in
     return "\n".join(lines)
 
 
-def format_responses_table(responses: list[dict], stages: list[str], width: int = 34) -> str:
-    """The model's evolution: for each eval prompt, the greedy answer of every stage, in markdown."""
-    return _stage_table(responses, ["split", "prompt"], stages, width)
+def format_responses_table(
+    responses: list[dict], stages: list[str], width: int = 34, asked: dict | None = None
+) -> str:
+    """The model's evolution: for each eval prompt, the answer of every stage, in markdown. A stage not asked in its
+    chat template says how it was asked in its column's header, e.g. "pretrain (text)"."""
+    labels = {name: f"{name} ({how})" for name, how in (asked or {}).items() if how != "chat"}
+    return _stage_table(responses, ["split", "prompt"], stages, width, labels)
 
 
 def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
@@ -38,7 +42,7 @@ def format_continuations_table(continuations: list[dict], stages: list[str], wid
 
 def format_metrics_table(stages: dict[str, dict]) -> str:
     """Per-stage perplexity, then exact_match and mean_reward for every split, in markdown."""
-    splits = [key for key in next(iter(stages.values())) if key != "perplexity"]
+    splits = [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
     header = ["stage", "perplexity"]
     for split in splits:
         header += [f"{split} exact", f"{split} reward"]
@@ -55,9 +59,23 @@ def format_metrics_table(stages: dict[str, dict]) -> str:
 OTHER_STAGE = "A checkpoint given to `toyllm compare`, evaluated the same way as the others."
 
 
+def format_diagnostics_table(stages: dict[str, dict]) -> str:
+    """Per stage and split: the reference's log-probability, the sampling hit rate and the well-formed share."""
+    splits = [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
+    keys = [("reference_logprob", "logp", "{:+.1f}"), ("sampled_exact", "sampled", "{:.2f}"),
+            ("well_formed", "well-formed", "{:.2f}")]  # fmt: skip
+    header = ["stage", *(f"{split} {label}" for split in splits for _, label, _ in keys)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, stage in stages.items():
+        cells = [fmt.format(stage[s][key]) if key in stage[s] else "-" for s in splits for key, _, fmt in keys]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
     """The evolution table and the metrics table, as the demo prints them at its end (and `toyllm compare` does)."""
-    return format_responses_table(responses, list(stages)) + "\n\n" + format_metrics_table(stages)
+    asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
+    return format_responses_table(responses, list(stages), asked=asked) + "\n\n" + format_metrics_table(stages)
 
 
 def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, str | Path]) -> Path:
@@ -82,7 +100,8 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     lines += [f"- **{name}**: {STAGE[name].about if name in STAGE else OTHER_STAGE}" for name in names]
     if stages:
         lines += ["", "## The model's evolution", "", "The greedy chat answer of every stage to each eval prompt.", ""]
-        lines += [format_responses_table(responses, list(stages)), ""]
+        asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
+        lines += [format_responses_table(responses, list(stages), asked=asked), ""]
         continuations = metrics.get("continuations") or []
         if continuations:
             lines += [
@@ -103,6 +122,26 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
             "",
             format_metrics_table(stages),
         ]
+    has_diagnostics = any(
+        "reference_logprob" in v for stage in stages.values() for v in stage.values() if isinstance(v, dict)
+    )
+    if has_diagnostics:
+        lines += [
+            "",
+            "## RLHF diagnostics",
+            "",
+            "*logp* is the mean log-probability of the reference answer (and its end of turn) given the chat prompt: "
+            "how reachable the right answer is for PPO's sampling (-11 is one sample in 60,000). *sampled* is the "
+            "share of answers sampled at temperature 1 that are exactly the reference; *well-formed* the share of "
+            "greedy answers that are a sentence of the data folder (a mixture of words the model made up is not: the "
+            "gauge of reward hacking).",
+            "",
+            format_diagnostics_table(stages),
+        ]
+        accuracy = (metrics.get("judge") or {}).get("pairwise_accuracy")
+        if accuracy:
+            cells = ", ".join(f"{split} {value:.2f}" for split, value in accuracy.items())
+            lines += ["", f"The judge's pairwise accuracy on the preference pairs it was trained on: {cells}."]
     seconds = metrics.get("seconds") or {}
     if seconds:
         timing = ", ".join(f"{name} {value:.1f}" if value else f"{name} skipped" for name, value in seconds.items())
@@ -131,15 +170,17 @@ def evaluate_and_report(
     output_dir: str | Path,
     stage_dirs: dict[str, str | Path],
     seconds: dict[str, float] | None = None,
+    asked: dict[str, str] | None = None,
 ) -> tuple[dict, str, Path]:
     """Evaluate the checkpoints, write `<output_dir>/report/metrics.json` and the report; return the metrics, the
     comparison table and the report's path. The demo and `toyllm compare` both end here."""
     from toyllm.evaluate import evaluate_checkpoints
 
     start = time.perf_counter()
-    stages, responses, continuations = evaluate_checkpoints(checkpoints, eval_file, reward_model_dir)
+    stages, responses, continuations, judge = evaluate_checkpoints(checkpoints, eval_file, reward_model_dir, asked)
     seconds = {**(seconds or {}), "evaluate": round(time.perf_counter() - start, 2)}
-    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "seconds": seconds}
+    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge,
+               "seconds": seconds}  # fmt: skip
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

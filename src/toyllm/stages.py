@@ -21,17 +21,19 @@ class Stage:
     starts_from: str | None  # the stage whose checkpoint it loads (its `model_name_or_path`)
     saves: Literal["causal-lm", "scorer"]  # a chat/completion model, or a one-label sequence classifier
     judge: str | None = None  # the stage whose scorer rates its answers while it trains (PPO's reward_model_path)
+    asked: str = "chat"  # how the evaluation asks it: "chat" (greedy), "text" (a base model: plain text, greedy), or
+    # "text, sampled" (seeded sampling at temperature 1: a random model's greedy output is one word repeated)
     about: str = ""  # one sentence in the report and in the model card
 
 
 STAGES: tuple[Stage, ...] = (
     Stage(
-        "random", None, None, None, "causal-lm",
+        "random", None, None, None, "causal-lm", asked="text, sampled",
         about="The GPT-2 architecture with random weights and a vocabulary built from the data: the starting point, "
         "which knows nothing yet.",
     ),
     Stage(
-        "pretrain", "pretrain", "pretrain", "random", "causal-lm",
+        "pretrain", "pretrain", "pretrain", "random", "causal-lm", asked="text",
         about="Next-token prediction on plain sentences of the story (`transformers.Trainer`): the model becomes a "
         "completer that continues text it has read, but does not answer questions.",
     ),
