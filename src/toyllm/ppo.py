@@ -17,8 +17,8 @@ class PPOTrainer(TRLPPOTrainer):
 
         - LoRA under several processes: PPO's frozen reference is then the policy with its adapter disabled, and the
           loop reaches it as `model.policy` (in `train` and `null_ref_context`). Under DDP the model it holds is the
-          DistributedDataParallel wrapper, which has no `.policy`: the first rollout fails with "'DistributedDataParallel'
-          object has no attribute 'policy'". While training, the wrapper gets a plain alias to the policy: not a
+          DistributedDataParallel wrapper, which has no `.policy`: the first rollout fails ("'DistributedDataParallel'
+          object has no attribute 'policy'"). While training, the wrapper gets a plain alias to the policy: not a
           registered submodule, so DDP's parameters, gradients and state dict are untouched. (Full fine-tuning has a
           separate reference model; DeepSpeed's engine forwards the attribute.)
         - Speed: the loop calls `gc.collect()` twice per rollout; with transformers and TRL imported each scan costs
