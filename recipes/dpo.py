@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
@@ -40,6 +40,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
+    fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training
     trainer = DPOTrainer(

@@ -10,6 +10,7 @@ interrupted PPO run starts again from the SFT checkpoint.
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
@@ -19,6 +20,8 @@ from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
+from toyllm.evaluate import chat_prompts
+from toyllm.feedback import known_answers, question
 from toyllm.model import context_length, load_causal_lm, load_scorer
 from toyllm.ppo import PPOTrainer, check_ppo_setup  # TRL's PPOTrainer with its workarounds
 from toyllm.stages import STAGE
@@ -28,6 +31,10 @@ from toyllm.tokenizer import load_tokenizer
 @dataclass
 class PPOScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/prompts.jsonl", metadata={"help": "Prompt-only JSONL or Hub dataset id."})
+    gold_data_dir: str | None = field(
+        default=None,
+        metadata={"help": "A data folder whose known preferred answers are checked on the prompts during training."},
+    )
 
 
 ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
@@ -59,6 +66,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         return {"input_ids": tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]}
 
     # PPO wants input_ids and nothing else
+    prompt_rows = train_dataset.to_list()
     train_dataset = train_dataset.map(tokenize, remove_columns=train_dataset.column_names)
     if eval_dataset is not None:
         eval_dataset = eval_dataset.map(tokenize, remove_columns=eval_dataset.column_names)
@@ -81,6 +89,10 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
+    if script_args.gold_data_dir:  # the labeller's verdict, logged beside the judge's score (gold/agreement)
+        answers = known_answers(Path(script_args.gold_data_dir))
+        questions = [q for q in dict.fromkeys(question(r["prompt"]) for r in prompt_rows) if q in answers]
+        trainer.gold = (chat_prompts(tokenizer, questions), [answers[q] for q in questions])
     trainer.train()
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
-from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
@@ -59,6 +59,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
+    fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training
     trainer = RewardTrainer(

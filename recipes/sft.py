@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import RecipeArguments, parse_recipe_args
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import UserError, exit_on_user_error
@@ -47,6 +47,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
             "set assistant_only_loss: false (the loss then covers the completion)"
         )
+    fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training
     trainer = SFTTrainer(

@@ -11,7 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ALICE = REPO / "data"
 OZ = Path(__file__).resolve().parent / "data" / "oz"
-DATASETS = {"alice": ALICE, "oz": OZ}
+PINOCCHIO = Path(__file__).resolve().parent / "data" / "pinocchio"
+DATASETS = {"alice": ALICE, "oz": OZ, "pinocchio": PINOCCHIO}
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 

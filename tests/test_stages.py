@@ -71,3 +71,21 @@ def test_slurm_script_reads_its_stage_names_from_the_table():
                             text=True, cwd=REPO, env=env)  # fmt: skip
     assert result.returncode == 2
     assert f"choose one of {' '.join(RECIPES)}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "stage, rows, steps", [("dpo", 303, -1), ("dpo", 31, 150), ("reward", 30, 300), ("sft", 8, 160)]
+)
+def test_small_data_gets_at_least_min_steps(stage, rows, steps, tmp_path):
+    """An epoch schedule tuned on Alice's 303 pairs gives a 31-pair story 16 DPO steps: min_steps stretches it."""
+    from toyllm.args import fit_schedule
+
+    recipe = importlib.import_module(f"toyllm.recipes.{stage}")
+    (tmp_path / "model").mkdir()
+    args = ["--config", str(TOY / f"{stage}.yaml"), "--model_name_or_path", str(tmp_path / "model")]
+    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, args)
+    fit_schedule(script_args, training_args, rows)
+    assert training_args.max_steps == steps
+    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, [*args, "--max_steps", "7"])
+    fit_schedule(script_args, training_args, rows)
+    assert training_args.max_steps == 7  # an explicit max_steps wins

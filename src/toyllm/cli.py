@@ -11,7 +11,15 @@ from toyllm.errors import exit_on_user_error
 def run_demo(args: argparse.Namespace) -> None:
     from toyllm.demo import run_demo
 
-    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite)
+    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds)
+
+
+def run_label(args: argparse.Namespace) -> None:
+    from toyllm.feedback import label_round
+
+    pairs, judge_data = label_round(args.policy, args.data_dir, args.round, args.output_dir, args.samples, args.seed,
+                                    overwrite=args.overwrite)  # fmt: skip
+    print(f"{pairs}\n{judge_data}")
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -73,7 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="outputs/toy", help="where checkpoints and the report go")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace checkpoints made from another config or data")
+    demo.add_argument(
+        "--feedback-rounds",
+        type=positive_int,
+        default=2,
+        help="rounds of PPO; after each but the last, its answers are labelled and the judge retrained",
+    )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
+
+    label = commands.add_parser("label", help="label a policy's sampled answers: a feedback round's preference pairs")
+    label.add_argument("--policy", required=True, help="the PPO checkpoint whose answers are labelled")
+    label.add_argument("--data-dir", default="data", help="the data folder: its prompts and known answers")
+    label.add_argument("--round", type=positive_int, required=True, help="the round number n: feedback/round-n.jsonl")
+    label.add_argument("--output-dir", default="outputs/toy", help="feedback/ goes here (default: outputs/toy)")
+    label.add_argument("--samples", type=positive_int, default=16, help="answers sampled per prompt (default: 16)")
+    label.add_argument("--seed", type=int, default=0)
+    label.add_argument("--overwrite", action="store_true", help="replace pairs labelled from another policy")
+    label.set_defaults(func=run_label)
 
     merge = commands.add_parser("merge", help="merge a LoRA adapter into its base model: a full checkpoint")
     merge.add_argument("--adapter", required=True, help="folder a LoRA stage saved (adapter_config.json)")

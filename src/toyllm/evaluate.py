@@ -183,8 +183,8 @@ def evaluate_checkpoints(
     `judge` (its pairwise accuracy on the preference pairs beside the eval file) for any causal-LM checkpoints.
 
     `asked` says how each checkpoint is asked: "chat" (the default: greedy, in its chat template), "text" (the
-    question as plain text, continued greedily, as a base model is tried) or "text, sampled" (plain text, seeded
-    sampling at temperature 1: a random model's greedy output is one word repeated).
+    question as plain text, continued greedily for at least one word, as a base model is tried) or "text, sampled"
+    (plain text, seeded sampling at temperature 1: a random model's greedy output is one word repeated).
     """
     asked = asked or {}
     rows = load_data(eval_file, "eval").to_list()
@@ -214,9 +214,10 @@ def evaluate_checkpoints(
             answers = greedy_answers(model, tokenizer, questions)
         else:
             set_seed(0)
-            answers = generate_answers(
-                model, tokenizer, text_prompts(tokenizer, questions), do_sample="sampled" in how
-            )
+            # A base model continues text; asked to, it writes at least one word (the completer would often end at
+            # once the "sentence" a question looks like).
+            prompts = text_prompts(tokenizer, questions)
+            answers = generate_answers(model, tokenizer, prompts, do_sample="sampled" in how, min_new_tokens=1)
         scores = judge_scores(judge, judge_tokenizer, questions, answers) if judge is not None else None
         logprobs = reference_logprobs(model, tokenizer, questions, references)
         set_seed(0)

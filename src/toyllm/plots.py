@@ -160,6 +160,37 @@ def plot_ppo(histories: dict[str, list[dict]]) -> Figure | None:
     return figure
 
 
+def plot_rounds(rounds: list[list[dict]]) -> Figure | None:
+    """The judge's score (the proxy PPO maximises) and the labeller's agreement (gold) over PPO steps, round after
+    round: the shape of Gao, Schulman & Hilton's over-optimisation figure, measured on the toy."""
+    if not any(series(history, "gold/agreement")[1] for history in rounds):
+        return None
+    figure, (ax,) = _new_figure(1, 1, 3.2)
+    gold_ax = ax.twinx()
+    offset = 0
+    for number, history in enumerate(rounds, start=1):
+        steps, scores = series(history, "objective/scores")
+        gold_steps, gold = series(history, "gold/agreement")
+        window = max(5, len(scores) // 20)
+        label = number == 1
+        ax.plot([offset + s for s in steps], moving_average(scores, window), color="C0",
+                label=f"judge's score (proxy, mean of {window} steps)" if label else None)  # fmt: skip
+        gold_ax.plot([offset + s for s in gold_steps], gold, color="C3", marker=".",
+                     label="labeller agrees with the greedy answer (gold)" if label else None)  # fmt: skip
+        ax.axvline(offset, color="grey", linestyle=":", linewidth=1)
+        ax.text(offset, 1.01, f" round {number}", transform=ax.get_xaxis_transform(), fontsize=8, color="grey")
+        offset += max(steps + gold_steps, default=0)
+    ax.set_title("Proxy vs gold over PPO steps, round after round", fontsize=11, pad=14)
+    ax.set_xlabel("PPO step (rounds one after another)")
+    ax.set_ylabel("judge's score")
+    gold_ax.set_ylabel("gold: labeller agrees")
+    gold_ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()[0] + gold_ax.get_legend_handles_labels()[0]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return figure
+
+
 def plot_metrics(stages: dict[str, dict]) -> Figure | None:
     """Per stage: perplexity (log axis), then exact match and the judge's mean reward for each split."""
     if not stages:

@@ -6,12 +6,31 @@ from __future__ import annotations
 
 import gc
 
+import torch
 from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer
 
 from toyllm.errors import UserError
 
 
 class PPOTrainer(TRLPPOTrainer):
+    # (chat prompt ids, preferred answers): when set, every `gold_every` steps the share of prompts whose greedy answer
+    # is the preferred one is logged as `gold/agreement`, the labeller's verdict beside the judge's `objective/scores`.
+    gold: tuple[list[list[int]], list[str]] | None = None
+    gold_every = 8
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if self.gold is not None and self.state.global_step % self.gold_every == 1:
+            from toyllm.evaluate import generate_answers, normalise
+
+            policy = self.accelerator.unwrap_model(self.model).policy
+            was_training = policy.training
+            policy.eval()
+            with torch.no_grad():
+                answers = generate_answers(policy, self.processing_class, self.gold[0])
+            policy.train(was_training)
+            logs["gold/agreement"] = sum(a == normalise(b) for a, b in zip(answers, self.gold[1])) / len(answers)
+        super().log(logs, start_time)
+
     def train(self):
         """TRL 1.12's PPO, with two workarounds around its training loop.
 

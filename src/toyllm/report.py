@@ -72,6 +72,20 @@ def format_diagnostics_table(stages: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_rounds_table(rounds: list[dict]) -> str:
+    header = ["round", "new pairs", "judge on new feedback", "held_out exact", "held_out reward",
+              "trained exact", "well-formed trained", "well-formed held_out"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rounds:
+        accuracy = row["judge_accuracy_on_new_feedback"]
+        trained, held_out = row["trained"], row["held_out"]
+        cells = [str(row["round"]), str(row["new_pairs"]), "-" if accuracy is None else f"{accuracy:.2f}",
+                 f"{held_out['exact_match']:.2f}", f"{held_out['mean_reward']:+.2f}", f"{trained['exact_match']:.2f}",
+                 f"{trained['well_formed']:.2f}", f"{held_out['well_formed']:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
     """The evolution table and the metrics table, as the demo prints them at its end (and `toyllm compare` does)."""
     asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
@@ -84,7 +98,8 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     `metrics` is metrics.json's content; `stage_dirs` names each stage's checkpoint folder, whose
     trainer_state.json (if any) holds the training log that is plotted. Missing logs or keys leave a plot out.
     """
-    from toyllm.plots import plot_metrics, plot_ppo, plot_training, read_log_history, save_figure
+    from toyllm.plots import plot_metrics, plot_ppo, plot_rounds, plot_training, read_log_history, save_figure
+    from toyllm.stages import round_name
 
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +110,11 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
         ("ppo.png", "PPO, per step", plot_ppo(histories)),
         ("metrics.png", "Evaluation per stage", plot_metrics(stages) if stages else None),
     ]
+    if metrics.get("rounds"):
+        folders = [Path(output_dir) / round_name("ppo", row["round"]) for row in metrics["rounds"]]
+        figures.append(
+            ("rounds.png", "Proxy vs gold, round after round", plot_rounds(list(map(read_log_history, folders))))
+        )
     names = list(dict.fromkeys([*stage_dirs, *stages]))
     lines = ["# toyllm report", "", "## The stages", ""]
     lines += [f"- **{name}**: {STAGE[name].about if name in STAGE else OTHER_STAGE}" for name in names]
@@ -142,6 +162,19 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
         if accuracy:
             cells = ", ".join(f"{split} {value:.2f}" for split, value in accuracy.items())
             lines += ["", f"The judge's pairwise accuracy on the preference pairs it was trained on: {cells}."]
+    if metrics.get("rounds"):
+        lines += [
+            "",
+            "## Feedback rounds",
+            "",
+            "Each round after the first labels the previous PPO policy's sampled answers (a simulated labeller: a "
+            "known preferred answer beats any different sample), retrains the judge on the human pairs plus all the "
+            "feedback so far, and runs PPO again from the SFT model. *judge on new feedback* is how often the judge "
+            "that round's PPO optimised agrees with the labeller on that policy's own answers: low means PPO found "
+            "answers the judge over-rates. The scores are the last judge's.",
+            "",
+            format_rounds_table(metrics["rounds"]),
+        ]
     seconds = metrics.get("seconds") or {}
     if seconds:
         timing = ", ".join(f"{name} {value:.1f}" if value else f"{name} skipped" for name, value in seconds.items())
@@ -171,6 +204,7 @@ def evaluate_and_report(
     stage_dirs: dict[str, str | Path],
     seconds: dict[str, float] | None = None,
     asked: dict[str, str] | None = None,
+    rounds: int = 0,
 ) -> tuple[dict, str, Path]:
     """Evaluate the checkpoints, write `<output_dir>/report/metrics.json` and the report; return the metrics, the
     comparison table and the report's path. The demo and `toyllm compare` both end here."""
@@ -178,9 +212,13 @@ def evaluate_and_report(
 
     start = time.perf_counter()
     stages, responses, continuations, judge = evaluate_checkpoints(checkpoints, eval_file, reward_model_dir, asked)
-    seconds = {**(seconds or {}), "evaluate": round(time.perf_counter() - start, 2)}
-    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge,
-               "seconds": seconds}  # fmt: skip
+    seconds = seconds or {}
+    metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge}
+    if rounds:
+        from toyllm.feedback import round_metrics
+
+        metrics["rounds"] = round_metrics(Path(output_dir), Path(eval_file), rounds, Path(reward_model_dir))
+    metrics["seconds"] = {**seconds, "evaluate": round(time.perf_counter() - start, 2)}
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

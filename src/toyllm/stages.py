@@ -59,6 +59,20 @@ STAGES: tuple[Stage, ...] = (
     ),
 )  # fmt: skip
 STAGE = {stage.name: stage for stage in STAGES}
+FEEDBACK_ROUND = ("reward", "ppo")  # the stages each feedback round runs again, on the judge's new training data
+
+
+def round_name(stage: str, round_number: int) -> str:
+    """A stage's checkpoint in feedback round n: round 1 is the stage itself, then `reward-2`, `ppo-2`, ..."""
+    return stage if round_number == 1 else f"{stage}-{round_number}"
+
+
+def split_round(name: str) -> tuple[str, int]:
+    """`ppo-2` -> ("ppo", 2); `ppo` -> ("ppo", 1)."""
+    stage, _, number = name.rpartition("-")
+    return (stage, int(number)) if stage in STAGE and number.isdigit() else (name, 1)
+
+
 TRAINED = tuple(stage.name for stage in STAGES if stage.recipe)  # in the order the demo runs them
 POLICIES = tuple(stage.name for stage in STAGES if stage.saves == "causal-lm")  # the columns of the tables
 RECIPES = tuple(dict.fromkeys(stage.recipe for stage in STAGES if stage.recipe))

@@ -1,0 +1,77 @@
+"""The story the demo must tell, checked on every story and seed: the issue's pass/fail grid.
+
+    python benchmarks/story_grid.py [--stories data tests/data/oz tests/data/pinocchio] [--seeds 0 1 2]
+
+Each run is a full `toyllm demo` (about 45 s on 2 cores); the grid is printed as markdown and written to
+benchmarks/story_grid.json. A run passes when every check below holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from demo_time import machine  # noqa: E402
+
+from toyllm.demo import run_demo  # noqa: E402
+
+
+def checks(metrics: dict) -> dict[str, bool]:
+    stages = metrics["stages"]
+    random, pretrain, sft, ppo, dpo = (stages[name] for name in ("random", "pretrain", "sft", "ppo", "dpo"))
+    said = {name: sum(bool(row[name]) for row in metrics["responses"]) / len(metrics["responses"])
+            for name in ("random", "pretrain")}  # fmt: skip
+    result = {
+        "pretrain perplexity <= random/10": pretrain["perplexity"] <= random["perplexity"] / 10,
+        "sft trained exact = 1": sft["trained"]["exact_match"] == 1.0,
+        "sft held-out exact <= 0.25": sft["held_out"]["exact_match"] <= 0.25,
+        "random and pretrain say something to >= 80%": min(said.values()) >= 0.8,
+        "ppo well-formed >= 0.9": min(ppo["trained"]["well_formed"], ppo["held_out"]["well_formed"]) >= 0.9,
+    }
+    for name, stage in (("ppo", ppo), ("dpo", dpo)):
+        result[f"{name} held-out exact >= 0.5"] = stage["held_out"]["exact_match"] >= 0.5
+        result[f"{name} trained exact >= 0.9"] = stage["trained"]["exact_match"] >= 0.9
+        result[f"{name} held-out judge > sft"] = stage["held_out"]["mean_reward"] > sft["held_out"]["mean_reward"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--feedback-rounds", type=int, default=None, help="the demo's default unless given")
+    parser.add_argument("--output", default=str(Path(__file__).with_name("story_grid.json")))
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for story in args.stories:
+            for seed in args.seeds:
+                rounds = {"feedback_rounds": args.feedback_rounds} if args.feedback_rounds else {}
+                metrics = run_demo(REPO / story, Path(tmp) / f"{Path(story).name}-{seed}", seed=seed, **rounds)
+                stages = metrics["stages"]
+                runs.append({
+                    "story": Path(story).name, "seed": seed, "checks": checks(metrics),
+                    "held_out_exact": {name: stages[name]["held_out"]["exact_match"] for name in ("ppo", "dpo")},
+                    "well_formed": {split: stages["ppo"][split]["well_formed"] for split in ("trained", "held_out")},
+                    "seconds": round(sum(metrics["seconds"].values()), 1), "rounds": metrics.get("rounds"),
+                })  # fmt: skip
+    print("\n| story | seed | ppo held-out exact | dpo held-out exact | ppo well-formed (trained / held-out) | "
+          "seconds | failed checks |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    for run in runs:
+        failed = [name for name, ok in run["checks"].items() if not ok]
+        exact, formed = run["held_out_exact"], run["well_formed"]
+        print(
+            f"| {run['story']} | {run['seed']} | {exact['ppo']:.2f} | {exact['dpo']:.2f} | {formed['trained']:.2f} "
+            f"/ {formed['held_out']:.2f} | {run['seconds']} | {'; '.join(failed) or 'none'} |"
+        )
+    Path(args.output).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
