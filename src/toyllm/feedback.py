@@ -17,7 +17,7 @@ from toyllm.checkpoint import atomic_write_text, read_marker
 from toyllm.data import DATA_FILES, load_data
 from toyllm.errors import UserError
 
-SAMPLES_PER_PROMPT = 16  # answers sampled (temperature 1) from the policy for each PPO prompt
+SAMPLES_PER_PROMPT = 64  # answers sampled (temperature 1) from the policy for each PPO prompt
 
 
 def question(prompt) -> str:

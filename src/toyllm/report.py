@@ -16,14 +16,18 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+
+
 def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: int, labels: dict | None = None) -> str:
     """A markdown table: the rows' own `keys`, then every stage's text, cut to `width`."""
     header = [*keys, *((labels or {}).get(stage, stage) for stage in stages)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [*(row[key] for key in keys), *(_cell(row.get(stage, ""), width) for stage in stages)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(
+        header, [[*(r[k] for k in keys), *(_cell(r.get(s, ""), width) for s in stages)] for r in rows]
+    )
 
 
 def format_responses_table(
@@ -40,20 +44,22 @@ def format_continuations_table(continuations: list[dict], stages: list[str], wid
     return _stage_table(continuations, ["text"], stages, width)
 
 
+def _splits(stages: dict[str, dict]) -> list[str]:
+    return [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
+
+
 def format_metrics_table(stages: dict[str, dict]) -> str:
     """Per-stage perplexity, then exact_match and mean_reward for every split, in markdown."""
-    splits = [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
-    header = ["stage", "perplexity"]
-    for split in splits:
-        header += [f"{split} exact", f"{split} reward"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    splits = _splits(stages)
+    header = ["stage", "perplexity", *(f"{split} {what}" for split in splits for what in ("exact", "reward"))]
+    rows = []
     for name, stage in stages.items():
         cells = [name, f"{stage['perplexity']:.2f}"]
         for split in splits:
             reward = stage[split].get("mean_reward")
             cells += [f"{stage[split]['exact_match']:.2f}", "-" if reward is None else f"{reward:+.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 OTHER_STAGE = "A checkpoint given to `toyllm compare`, evaluated the same way as the others."
@@ -61,29 +67,26 @@ OTHER_STAGE = "A checkpoint given to `toyllm compare`, evaluated the same way as
 
 def format_diagnostics_table(stages: dict[str, dict]) -> str:
     """Per stage and split: the reference's log-probability, the sampling hit rate and the well-formed share."""
-    splits = [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
+    splits = _splits(stages)
     keys = [("reference_logprob", "logp", "{:+.1f}"), ("sampled_exact", "sampled", "{:.2f}"),
             ("well_formed", "well-formed", "{:.2f}")]  # fmt: skip
     header = ["stage", *(f"{split} {label}" for split in splits for _, label, _ in keys)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, stage in stages.items():
-        cells = [fmt.format(stage[s][key]) if key in stage[s] else "-" for s in splits for key, _, fmt in keys]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join(lines)
+    rows = [[name, *(fmt.format(stage[s][key]) if key in stage[s] else "-" for s in splits for key, _, fmt in keys)]
+            for name, stage in stages.items()]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def format_rounds_table(rounds: list[dict]) -> str:
     header = ["round", "new pairs", "judge on new feedback", "held_out exact", "held_out reward",
               "trained exact", "well-formed trained", "well-formed held_out"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in rounds:
-        accuracy = row["judge_accuracy_on_new_feedback"]
-        trained, held_out = row["trained"], row["held_out"]
-        cells = [str(row["round"]), str(row["new_pairs"]), "-" if accuracy is None else f"{accuracy:.2f}",
-                 f"{held_out['exact_match']:.2f}", f"{held_out['mean_reward']:+.2f}", f"{trained['exact_match']:.2f}",
-                 f"{trained['well_formed']:.2f}", f"{held_out['well_formed']:.2f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        accuracy, trained, held_out = row["judge_accuracy_on_new_feedback"], row["trained"], row["held_out"]
+        rows.append([str(row["round"]), str(row["new_pairs"]), "-" if accuracy is None else f"{accuracy:.2f}",
+                     f"{held_out['exact_match']:.2f}", f"{held_out['mean_reward']:+.2f}",
+                     f"{trained['exact_match']:.2f}", f"{trained['well_formed']:.2f}",
+                     f"{held_out['well_formed']:.2f}"])  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
