@@ -104,7 +104,7 @@ def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, ca
     assert main([*args, "--reward-model", str(micro), "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert set(metrics) == {"stages", "responses", "continuations", "seconds"}
+    assert set(metrics) == {"stages", "responses", "continuations", "judge", "seconds"}
     assert all({"text", "first", "second"} <= set(row) for row in metrics["continuations"])
     assert list(metrics["stages"]) == ["first", "second"]
     assert metrics["stages"]["first"] == metrics["stages"]["second"]  # the same checkpoint, measured the same way
@@ -112,7 +112,7 @@ def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, ca
     assert "| stage | perplexity |" in printed
     first = metrics["stages"]["first"]
     assert f"| first | {first['perplexity']:.2f} |" in printed
-    assert all("mean_reward" in v for k, v in first.items() if k != "perplexity")
+    assert all("mean_reward" in v for v in first.values() if isinstance(v, dict))
     report = (out / "report" / "report.md").read_text()
     assert "| split | prompt | first | second |" in report and "](metrics.png)" in report
     assert (out / "report" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -102,7 +102,7 @@ def test_recipe_refuses_to_replace_another_configs_checkpoint_unless_told(demo_r
     shutil.copytree(demo_dir / "sft", out)
     weights = (out / "model.safetensors").read_bytes()
     base = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
-            "--output_dir", str(out), "--num_train_epochs", "2"]  # fmt: skip
+            "--output_dir", str(out), "--max_steps", "4"]  # fmt: skip
     with pytest.raises(UserError, match=r"holds a finished sft checkpoint made from a different config, data or seed"):
         sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, base))
     assert (out / "model.safetensors").read_bytes() == weights

@@ -26,9 +26,9 @@ def test_every_word_of_the_data_folder_has_an_id(dataset):
 
 
 def test_unknown_words_map_to_unk(dataset):
-    _, tokenizer = dataset
-    ids = tokenizer("alice met a spaceship")["input_ids"] if "alice" in tokenizer.get_vocab() else None
-    ids = ids or tokenizer("dorothy met a spaceship")["input_ids"]
+    data_dir, tokenizer = dataset
+    known = read_jsonl(data_dir / "pretrain.jsonl")[0]["text"].split()[0]  # a word of the story
+    ids = tokenizer(f"{known} met a spaceship")["input_ids"]
     assert ids[-1] == tokenizer.unk_token_id
     assert ids[0] != tokenizer.unk_token_id
 
