@@ -77,3 +77,13 @@ def test_ppo_logs_the_labellers_verdict_beside_the_judges_score(demo_run):
     assert sorted(gold) == list(range(1, max(gold) + 1, 8)) and len(gold) >= 8
     assert abs(gold[1] - 10 / 15) <= 1 / 15
     assert (demo_dir / "report" / "rounds.png").is_file()
+
+
+def test_readme_label_command_after_the_demo_keeps_its_pairs(demo_run, capsys):
+    """README's loop by hand, run over the demo's folder: the same policy's pairs are kept, not relabelled."""
+    demo_dir, _ = demo_run
+    pairs_path = feedback_paths(demo_dir, 1)[0]
+    before = pairs_path.read_bytes()
+    args = ["label", "--policy", str(demo_dir / "ppo"), "--data-dir", str(ALICE), "--round", "1"]
+    assert toyllm([*args, "--output-dir", str(demo_dir)]) == 0
+    assert pairs_path.read_bytes() == before

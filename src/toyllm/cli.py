@@ -15,8 +15,9 @@ def run_demo(args: argparse.Namespace) -> None:
 
 
 def run_label(args: argparse.Namespace) -> None:
-    from toyllm.feedback import label_round
+    from toyllm.feedback import SAMPLES_PER_PROMPT, label_round
 
+    args.samples = args.samples or SAMPLES_PER_PROMPT
     pairs, judge_data = label_round(args.policy, args.data_dir, args.round, args.output_dir, args.samples, args.seed,
                                     overwrite=args.overwrite)  # fmt: skip
     print(f"{pairs}\n{judge_data}")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--data-dir", default="data", help="the data folder: its prompts and known answers")
     label.add_argument("--round", type=positive_int, required=True, help="the round number n: feedback/round-n.jsonl")
     label.add_argument("--output-dir", default="outputs/toy", help="feedback/ goes here (default: outputs/toy)")
-    label.add_argument("--samples", type=positive_int, default=16, help="answers sampled per prompt (default: 16)")
+    label.add_argument("--samples", type=positive_int, default=None, help="answers sampled per prompt (default: 64)")
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--overwrite", action="store_true", help="replace pairs labelled from another policy")
     label.set_defaults(func=run_label)
