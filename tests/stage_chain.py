@@ -13,32 +13,36 @@ very checkpoints of a one-process chain and the two compare step by step.
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import yaml
-from toyllm.recipes import dpo, ppo, pretrain, reward, sft
 
 from toyllm.args import parse_recipe_args
+from toyllm.stages import STAGE, TRAINED
 
 REPO = Path(__file__).resolve().parents[1]
 LORA = ["--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear"]
-RECIPES = {"pretrain": pretrain, "sft": sft, "reward": reward, "dpo": dpo, "ppo": ppo}
+RECIPES = {stage: importlib.import_module(f"toyllm.recipes.{STAGE[stage].recipe}") for stage in TRAINED}
 TOY_BATCH = {  # the per-device batch each toy YAML ships with
     stage: yaml.safe_load((REPO / "recipes" / "toy" / f"{stage}.yaml").read_text())["per_device_train_batch_size"]
     for stage in RECIPES
 }
-# name: (recipe, where it starts from, extra arguments); "upstream:" folders come from the upstream chain
+
+
+def _source(stage: str) -> str:
+    """Where a chain stage starts: the real checkpoint itself in place of the toy's random or pretrained model (a
+    real base model is both), else the upstream chain's checkpoint of the stage the table names."""
+    starts_from = STAGE[stage].starts_from
+    return "base" if starts_from in ("random", "pretrain") else f"upstream:{starts_from}"
+
+
+# name: (recipe, where it starts from, extra arguments), every trained stage of the table, then each but pretrain
+# with LoRA
 CHAIN = {
-    "pretrain": ("pretrain", "base", ["--from_scratch", "false"]),
-    "sft": ("sft", "base", []),
-    "reward": ("reward", "upstream:sft", []),
-    "dpo": ("dpo", "upstream:sft", []),
-    "ppo": ("ppo", "upstream:sft", []),
-    "sft-lora": ("sft", "base", LORA),
-    "reward-lora": ("reward", "upstream:sft", LORA),
-    "dpo-lora": ("dpo", "upstream:sft", LORA),
-    "ppo-lora": ("ppo", "upstream:sft", LORA),
+    stage: (stage, _source(stage), ["--from_scratch", "false"] if stage == "pretrain" else []) for stage in TRAINED
 }
+CHAIN |= {f"{stage}-lora": (stage, _source(stage), LORA) for stage in TRAINED if stage != "pretrain"}
 
 
 def stage_arguments(name: str, base: Path, upstream: Path, output_dir: Path, processes: int) -> list[str]:
@@ -51,7 +55,8 @@ def stage_arguments(name: str, base: Path, upstream: Path, output_dir: Path, pro
         "--per_device_train_batch_size", str(batch), "--logging_steps", "1", *extra,
     ]  # fmt: skip
     if stage == "ppo":  # two rollouts of the toy's global batch, one optimisation pass each
-        args += ["--reward_model_path", str(upstream / "reward"), "--total_episodes", str(2 * TOY_BATCH["ppo"])]
+        judge = STAGE[stage].judge
+        args += ["--reward_model_path", str(upstream / judge), "--total_episodes", str(2 * TOY_BATCH["ppo"])]
         args += ["--num_ppo_epochs", "1", "--local_rollout_forward_batch_size", str(batch)]
     else:
         args += ["--max_steps", "2"]
