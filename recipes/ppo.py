@@ -21,7 +21,7 @@ from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.evaluate import chat_prompts
-from toyllm.feedback import known_answers, question
+from toyllm.feedback import answerable_questions, known_answers
 from toyllm.model import context_length, load_causal_lm, load_scorer
 from toyllm.ppo import PPOTrainer, check_ppo_setup  # TRL's PPOTrainer with its workarounds
 from toyllm.stages import STAGE
@@ -91,7 +91,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     )
     if script_args.gold_data_dir:  # the labeller's verdict, logged beside the judge's score (gold/agreement)
         answers = known_answers(Path(script_args.gold_data_dir))
-        questions = [q for q in dict.fromkeys(question(r["prompt"]) for r in prompt_rows) if q in answers]
+        questions = answerable_questions(prompt_rows, answers)
         trainer.gold = (chat_prompts(tokenizer, questions), [answers[q] for q in questions])
     trainer.train()
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)

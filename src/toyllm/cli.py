@@ -9,9 +9,10 @@ from toyllm.errors import exit_on_user_error
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from toyllm.demo import run_demo
+    from toyllm.demo import FEEDBACK_ROUNDS, run_demo
 
-    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds)
+    rounds = args.feedback_rounds or FEEDBACK_ROUNDS
+    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=rounds)
 
 
 def run_label(args: argparse.Namespace) -> None:
@@ -85,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--feedback-rounds",
         type=positive_int,
-        default=2,
-        help="rounds of PPO; after each but the last, its answers are labelled and the judge retrained",
+        default=None,
+        help="rounds of PPO; after each but the last, its answers are labelled and the judge retrained (default: 2)",
     )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
 

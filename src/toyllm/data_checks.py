@@ -210,7 +210,13 @@ def _texts(value) -> list[tuple[str, str]]:
     return [(f"[{i}].content", m["content"]) for i, m in enumerate(value)]
 
 
-def _as_messages(value, role: str) -> list[dict]:
+def last_content(value) -> str:
+    """The text of a prompt or answer in any of TRL's formats: the string itself, or its last message's content."""
+    return value if isinstance(value, str) else value[-1]["content"]
+
+
+def as_messages(value, role: str) -> list[dict]:
+    """A prompt or answer in either format as a list of messages (a string becomes one message of `role`)."""
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
@@ -221,12 +227,12 @@ def rendered_lengths(kind: DataKind, row: dict, tokenizer) -> list[int]:
     if kind == "sft" and "messages" in row:
         conversations = [row["messages"]]
     elif kind == "sft":
-        conversations = [_as_messages(row["prompt"], "user") + _as_messages(row["completion"], "assistant")]
+        conversations = [as_messages(row["prompt"], "user") + as_messages(row["completion"], "assistant")]
     elif kind == "preference":
-        prompt = _as_messages(row["prompt"], "user")
-        conversations = [prompt + _as_messages(row[k], "assistant") for k in ("chosen", "rejected")]
+        prompt = as_messages(row["prompt"], "user")
+        conversations = [prompt + as_messages(row[k], "assistant") for k in ("chosen", "rejected")]
     else:  # prompts, eval: the prompt with the generation prompt appended
-        prompt = _as_messages(row["prompt"], "user")
+        prompt = as_messages(row["prompt"], "user")
         return [len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"])]
     return [len(tokenizer.apply_chat_template(c)["input_ids"]) for c in conversations]
 

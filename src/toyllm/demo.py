@@ -134,7 +134,8 @@ def run_demo(
                         overwrite=overwrite)  # fmt: skip
             seconds[stage] = round(time.perf_counter() - start, 2)
             continue
-        if STAGE.get(stage) and STAGE[stage].recipe is None:
+        built = stage in STAGE and STAGE[stage].recipe is None  # the random model: built, not trained by a recipe
+        if built:
             done = is_finished(output_dir / stage, random_fingerprint(data_dir, seed), overwrite)
         else:
             recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
@@ -148,12 +149,10 @@ def run_demo(
         log_path = log_dir / f"{stage}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             with _library_logs_to(log):
-                recipe.main(*args) if stage not in STAGE or STAGE[stage].recipe else build_random(stage)
+                build_random(stage) if built else recipe.main(*args)
         seconds[stage] = round(time.perf_counter() - start, 2)
         progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
-        if (
-            stage in STAGE and STAGE[stage].recipe is None
-        ):  # the vocabulary now exists: every eval question must fit and be known to it
+        if built:  # the vocabulary now exists: every eval question must fit and be known to it
             tokenizer = AutoTokenizer.from_pretrained(output_dir / stage)
             eval_file = data_dir / DATA_FILES["eval"]
             check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)

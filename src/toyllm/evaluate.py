@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline, set_seed
 
 from toyllm.data import DATA_FILES, load_data
+from toyllm.data_checks import as_messages, last_content
 from toyllm.model import MAX_NEW_TOKENS, load_weights
 
 SAMPLES_PER_PROMPT = 32  # sampled answers per eval prompt (temperature 1, seeded) for the sampling hit rate
@@ -118,10 +119,6 @@ def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[st
     return score_chats(reward_model, tokenizer, chats)
 
 
-def as_messages(value, role: str) -> list[dict]:
-    return value if isinstance(value, list) else [{"role": role, "content": value}]
-
-
 def judge_accuracy(reward_model, tokenizer, pairs: list[dict]) -> float:
     """The share of preference pairs whose chosen answer the judge scores above the rejected one."""
     chats = {key: [as_messages(p["prompt"], "user") + as_messages(p[key], "assistant") for p in pairs]
@@ -160,16 +157,11 @@ def continue_texts(model, tokenizer, texts: list[str], max_new_tokens: int = MAX
     return [normalise(output[0]["generated_text"]) for output in outputs]
 
 
-def prompt_text(prompt) -> str:
-    """The question of a prompt: the text itself, or the content of its last message."""
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
-
-
 def judge_accuracy_by_split(reward_model, tokenizer, pairs: list[dict], split_of: dict[str, str]) -> dict:
     """The judge's pairwise accuracy on the pairs of each eval split ("other": prompts the eval file lacks)."""
     groups = defaultdict(list)
     for pair in pairs:
-        groups[split_of.get(prompt_text(pair["prompt"]), "other")].append(pair)
+        groups[split_of.get(last_content(pair["prompt"]), "other")].append(pair)
     return {split: judge_accuracy(reward_model, tokenizer, group) for split, group in groups.items()}
 
 

@@ -15,28 +15,28 @@ from pathlib import Path
 
 from toyllm.checkpoint import atomic_write_text, read_marker
 from toyllm.data import DATA_FILES, load_data
+from toyllm.data_checks import last_content
 from toyllm.errors import UserError
 
 SAMPLES_PER_PROMPT = 64  # answers sampled (temperature 1) from the policy for each PPO prompt
-
-
-def question(prompt) -> str:
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
 
 def known_answers(data_dir: Path) -> dict[str, str]:
     """The preferred answer of every question the data folder knows one for: chosen answers, then flashcards."""
     answers: dict[str, str] = {}
     for row in load_data(data_dir / DATA_FILES["preference"], "preference").to_list():
-        chosen = row["chosen"] if isinstance(row["chosen"], str) else row["chosen"][-1]["content"]
-        answers.setdefault(question(row["prompt"]), chosen)
+        answers.setdefault(last_content(row["prompt"]), last_content(row["chosen"]))
     for row in load_data(data_dir / DATA_FILES["sft"], "sft").to_list():
         if "messages" in row:
             answers.setdefault(row["messages"][-2]["content"], row["messages"][-1]["content"])
         else:
-            completion = row["completion"] if isinstance(row["completion"], str) else row["completion"][-1]["content"]
-            answers.setdefault(question(row["prompt"]), completion)
+            answers.setdefault(last_content(row["prompt"]), last_content(row["completion"]))
     return answers
+
+
+def answerable_questions(prompt_rows: list[dict], answers: dict[str, str]) -> list[str]:
+    """The distinct questions of these prompt rows that have a known preferred answer, in order."""
+    return [q for q in dict.fromkeys(last_content(row["prompt"]) for row in prompt_rows) if q in answers]
 
 
 def feedback_paths(output_dir: Path, round_number: int) -> tuple[Path, Path]:
@@ -73,14 +73,13 @@ def label_round(
     source = {"policy": (read_marker(policy_dir) or {}).get("fingerprint", str(policy_dir)), "samples": samples,
               "seed": seed}  # fmt: skip
     meta_path = pairs_path.with_suffix(".json")
-    if pairs_path.is_file():
-        kept = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-        if kept != source and not overwrite:
-            raise UserError(f"{pairs_path}: labelled from another policy; pass --overwrite to label this one anew")
-    if not pairs_path.is_file() or json.loads(meta_path.read_text()) != source:
+    kept = json.loads(meta_path.read_text()) if pairs_path.is_file() and meta_path.is_file() else None
+    if pairs_path.is_file() and kept != source and not overwrite:
+        raise UserError(f"{pairs_path}: labelled from another policy; pass --overwrite to label this one anew")
+    if kept != source:
         answers = known_answers(data_dir)
-        questions = [question(r["prompt"]) for r in load_data(data_dir / DATA_FILES["prompts"], "prompts").to_list()]
-        questions = [q for q in dict.fromkeys(questions) if q in answers]
+        prompt_rows = load_data(data_dir / DATA_FILES["prompts"], "prompts").to_list()
+        questions = answerable_questions(prompt_rows, answers)
         if not questions:
             raise UserError(f"{data_dir}: no PPO prompt has a known preferred answer to label against")
         tokenizer = AutoTokenizer.from_pretrained(policy_dir)
@@ -108,19 +107,26 @@ def label_round(
     return pairs_path, judge_path
 
 
-def round_metrics(output_dir: Path, eval_file: Path, rounds: int, judge_dir: Path) -> list[dict]:
+def round_metrics(
+    output_dir: Path, eval_file: Path, rounds: int, judge_dir: Path, evaluated: dict[Path, dict] | None = None
+) -> list[dict]:
     """Per feedback round: how well that round's judge ranks the labeller's verdicts on its own policy's answers (the
-    new feedback), and that policy's held-out exact match, judge score (by `judge_dir`) and well-formed share."""
+    new feedback), and that policy's held-out exact match, judge score (by `judge_dir`) and well-formed share.
+    `evaluated` holds checkpoints already measured against the same judge (the last round's PPO): not measured again.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
     from toyllm.model import load_weights
     from toyllm.stages import round_name
 
-    policies = {f"round {n}": Path(output_dir) / round_name("ppo", n) for n in range(1, rounds + 1)}
-    stages = evaluate_checkpoints(policies, eval_file, judge_dir)[0]
+    evaluated = evaluated or {}
+    policies = [Path(output_dir) / round_name("ppo", n) for n in range(1, rounds + 1)]
+    missing = {str(path): path for path in policies if path not in evaluated}
+    measured = evaluate_checkpoints(missing, eval_file, judge_dir)[0] if missing else {}
     table = []
-    for n, stage in enumerate(stages.values(), start=1):
+    for n, policy in enumerate(policies, start=1):
+        stage = evaluated.get(policy) or measured[str(policy)]
         pairs_path = feedback_paths(output_dir, n)[0]
         pairs = load_data(pairs_path, "preference").to_list() if pairs_path.stat().st_size else []
         judge = Path(output_dir) / round_name("reward", n)

@@ -220,7 +220,8 @@ def evaluate_and_report(
     if rounds:
         from toyllm.feedback import round_metrics
 
-        metrics["rounds"] = round_metrics(Path(output_dir), Path(eval_file), rounds, Path(reward_model_dir))
+        evaluated = {Path(path): stages[name] for name, path in checkpoints.items()}
+        metrics["rounds"] = round_metrics(Path(output_dir), Path(eval_file), rounds, Path(reward_model_dir), evaluated)
     metrics["seconds"] = {**seconds, "evaluate": round(time.perf_counter() - start, 2)}
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
