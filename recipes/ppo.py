@@ -8,6 +8,7 @@ checkpoint), the judge and the value model (both from `reward_model_path`). TRL'
 interrupted PPO run starts again from the SFT checkpoint.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class PPOScriptArguments(RecipeArguments):
         metadata={"help": "A data folder whose known preferred answers are checked on the prompts during training."},
     )
 
+
+logger = logging.getLogger(__name__)
 
 ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
 
@@ -92,7 +95,11 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     if script_args.gold_data_dir:  # the labeller's verdict, logged beside the judge's score (gold/agreement)
         answers = known_answers(Path(script_args.gold_data_dir))
         questions = answerable_questions(prompt_rows, answers)
-        trainer.gold = (chat_prompts(tokenizer, questions), [answers[q] for q in questions])
+        if questions:
+            trainer.gold = (chat_prompts(tokenizer, questions), [answers[q] for q in questions])
+        else:
+            logger.warning(f"gold_data_dir: {script_args.gold_data_dir} knows no answer to these prompts; "
+                           "gold/agreement is not logged")  # fmt: skip
     trainer.train()
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
 

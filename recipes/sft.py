@@ -4,7 +4,8 @@
 
 Reads conversational `{"messages": [...]}` rows (a system message is fine) or `{"prompt", "completion"}` rows. With
 `assistant_only_loss` the loss covers the assistant's answers and their EOS only ({% generation %} in the chat
-template); prompt/completion rows train on the completion (SFTConfig.completion_only_loss).
+template, or TRL's patch for it); a template with neither trains on each row's last assistant message, as
+prompt/completion rows do (SFTConfig.completion_only_loss).
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from toyllm.data import load_splits
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.stages import STAGE
-from toyllm.tokenizer import load_tokenizer
+from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 
 
 @dataclass
@@ -47,6 +48,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
             "set assistant_only_loss: false (the loss then covers the completion)"
         )
+    train_dataset, eval_dataset = fit_loss_to_template(
+        tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
+    )
     fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training

@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+from jinja2.exceptions import TemplateError
+
 from toyllm.errors import UserError
 from toyllm.stages import DataKind
 
@@ -250,14 +252,17 @@ def check_against_tokenizer(
     problems: list[str] = []
     unk = tokenizer.unk_token_id
     for line, row in rows:
-        if not truncate:
+        try:
             longest = max(rendered_lengths(kind, row, tokenizer))
-            if longest + reserve > max_length:
-                room = f"{max_length} - {reserve} for the answer" if reserve else str(max_length)
-                problems.append(
-                    f"{path}:{line}: row is {longest} tokens, longer than the model's context ({room}); "
-                    "shorten it or set truncate_long_rows: true"
-                )
+        except TemplateError as error:  # the template refuses the row, e.g. Gemma's "System role not supported"
+            problems.append(f"{path}:{line}: the model's chat template refuses this row: {error}")
+            continue
+        if not truncate and longest + reserve > max_length:
+            room = f"{max_length} - {reserve} for the answer" if reserve else str(max_length)
+            problems.append(
+                f"{path}:{line}: row is {longest} tokens, longer than the model's context ({room}); "
+                "shorten it or set truncate_long_rows: true"
+            )
         if unk is None or kind == "pretrain":
             continue
         for key in ("messages", "prompt", "completion", "chosen", "rejected", "reference"):

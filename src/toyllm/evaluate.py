@@ -29,7 +29,7 @@ def chat_prompts(tokenizer, questions: list[str]) -> list[list[int]]:
 
 
 def _pad(tokenizer, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = tokenizer.pad({"input_ids": rows}, padding_side=side, return_tensors="pt")
+    batch = tokenizer.pad({"input_ids": rows}, padding_side=side, return_attention_mask=True, return_tensors="pt")
     return batch["input_ids"], batch["attention_mask"]
 
 

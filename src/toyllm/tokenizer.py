@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from trl import ModelConfig
 
 from toyllm.data import DATA_FILES, iter_texts
+from toyllm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +110,51 @@ def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrai
         tokenizer.pad_token = PAD_TOKEN
         logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS; added {PAD_TOKEN}.")
     return tokenizer
+
+
+def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name: str, *datasets):
+    """SFT's loss mask for this chat template: the assistant's answers where the template marks them with
+    `{% generation %}` or TRL can patch it to; otherwise the last assistant message, as conversational
+    prompt/completion rows (TRL's completion-only loss), which needs only a prefix-preserving template.
+
+    TRL 1.12's SFTTrainer raises "The chat template is not training-compatible" inside the trainer for templates it
+    has no patch for (plain ChatML, Llama 3.1's, `[INST]`): this decides before the trainer is built.
+    """
+    from trl.chat_template_utils import get_training_chat_template
+    from trl.data_utils import is_conversational
+
+    if not training_args.assistant_only_loss or not is_conversational(datasets[0][0]):
+        return datasets
+    first = datasets[0][0]
+    conversation = first["messages"] if "messages" in first else first["prompt"] + first["completion"]
+    try:  # None where the markers are there, TRL's patch where it knows the family, ValueError otherwise
+        template = get_training_chat_template(tokenizer)
+        rendered = tokenizer.apply_chat_template(
+            conversation, chat_template=template, return_dict=True, return_assistant_tokens_mask=True
+        )
+        if any(rendered["assistant_masks"]):  # markers can also wrap nothing (TRL would drop every row)
+            return datasets
+    except ValueError:
+        pass
+    if "messages" in datasets[0].column_names:
+        datasets = [None if d is None else d.map(_to_prompt_completion, remove_columns=["messages"]) for d in datasets]
+    for row in datasets[0]:
+        prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True)["input_ids"]
+        full_ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"])["input_ids"]
+        if full_ids[: len(prompt_ids)] != prompt_ids:
+            raise UserError(
+                f"{name}: its chat template has no {{% generation %}} markers (TRL cannot patch it) and renders a "
+                "prompt differently once an answer follows, so neither assistant-only nor completion-only loss can "
+                "be masked; add {% generation %}...{% endgeneration %} around the assistant's content in the template"
+            )
+    training_args.assistant_only_loss = False
+    training_args.completion_only_loss = True
+    logger.warning(
+        f"{name}: the chat template marks no assistant tokens ({{% generation %}}) and TRL has no patch for it; "
+        "SFT trains on each row's last assistant message (conversational prompt/completion) instead"
+    )
+    return datasets
+
+
+def _to_prompt_completion(row: dict) -> dict:
+    return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}

@@ -1,0 +1,90 @@
+"""Every chat template a real model ships, through SFT, reward, DPO and PPO on a tiny random checkpoint
+(tests/templates.py builds them from the templates in the installed TRL, plus plain ChatML, `[INST]` and none).
+
+SFT trains on the assistant's answers where the template marks them with `{% generation %}` or TRL 1.12 can patch it
+to, and on the last assistant message (completion-only) otherwise; README lists which template gets which.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import ALICE, PINOCCHIO, REPO, read_jsonl
+from templates import build_template_checkpoint, template_names
+from test_real_models import run_stage
+from toyllm.recipes import sft
+from trl import ModelConfig, SFTConfig, SFTTrainer
+
+from toyllm.args import parse_recipe_args
+from toyllm.data import load_data
+from toyllm.errors import UserError
+from toyllm.model import load_causal_lm
+from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
+
+TEMPLATES = template_names()
+# Without generation markers, and no TRL patch: these train completion-only.
+COMPLETION_ONLY = {"chatml", "inst", "llama3_1", "llama3_2", "gemma4"}
+FILES = {"sft": "sft.jsonl", "reward": "preference.jsonl", "dpo": "preference.jsonl", "ppo": "prompts.jsonl"}
+LONG = ["--max_length", "2048"]  # Cohere 2's template writes a ~1,200-token system preamble into every row
+
+
+def stage(name: str, model: Path, tmp_path: Path, *extra: str) -> Path:
+    data = ["--dataset_name", str(PINOCCHIO / FILES[name])]
+    return run_stage(name, model, tmp_path / name, *data, *(LONG if name != "ppo" else []), *extra)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_trains_through_every_stage(template, tmp_path, caplog):
+    base = build_template_checkpoint(template, tmp_path / "base", PINOCCHIO)
+    with caplog.at_level(logging.WARNING, logger="toyllm.tokenizer"):
+        sft_dir = stage("sft", base, tmp_path)
+    assert ("TRL has no patch for it" in caplog.text) == (template in COMPLETION_ONLY)
+    reward_dir = stage("reward", sft_dir, tmp_path)
+    stage("dpo", sft_dir, tmp_path)
+    ppo_dir = stage("ppo", sft_dir, tmp_path, "--reward_model_path", str(reward_dir))
+    assert (ppo_dir / "model.safetensors").is_file()
+
+
+def sft_rows(template: str, tmp_path: Path) -> tuple[list[dict], object, SFTConfig]:
+    """The SFT rows as the trainer tokenizes them (input_ids, labels), built the way the recipe builds them."""
+    base = build_template_checkpoint(template, tmp_path / "base", PINOCCHIO)
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(base),
+            "--output_dir", str(tmp_path / "sft"), *LONG]  # fmt: skip
+    _, training_args, model_args = parse_recipe_args(sft.ARGUMENT_TYPES, args)
+    tokenizer = load_tokenizer(model_args, eos_token=training_args.eos_token)
+    (dataset,) = fit_loss_to_template(tokenizer, training_args, template, load_data(PINOCCHIO / FILES["sft"], "sft"))
+    model = load_causal_lm(str(base), ModelConfig(model_name_or_path=str(base)), tokenizer)
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
+    return trainer.train_dataset.to_list(), tokenizer, training_args
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_sft_loss_covers_the_answer_and_its_end_of_turn(template, tmp_path):
+    rows, tokenizer, training_args = sft_rows(template, tmp_path)
+    assert training_args.assistant_only_loss == (template not in COMPLETION_ONLY)
+    flashcards = read_jsonl(PINOCCHIO / FILES["sft"])
+    assert len(rows) == len(flashcards)
+    for row, card in zip(rows, flashcards):
+        question, answer = card["messages"][-2]["content"], card["messages"][-1]["content"]
+        trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
+        first = next(n for n, label in enumerate(row["labels"]) if label != -100)
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        eos = tokenizer.eos_token_id
+        # the answer, then its end of turn, all trained; nothing of the question is
+        assert any(trained[k : k + len(answer_ids) + 1] == [*answer_ids, eos] for k in range(len(trained))), (
+            template, tokenizer.decode(trained))  # fmt: skip
+        assert question in tokenizer.decode(row["input_ids"][:first])
+        assert question not in tokenizer.decode(trained)
+        # masked tokens are one span: the answer turn, not scattered pieces of the prompt
+        assert all(label != -100 for label in row["labels"][first : first + len(trained)])
+
+
+def test_a_template_that_refuses_a_row_is_one_line_naming_it(tmp_path):
+    """Gemma's template raises "System role not supported"; Alice's flashcards have a system message."""
+    base = build_template_checkpoint("gemma", tmp_path / "base", ALICE)
+    with pytest.raises(UserError) as error:
+        run_stage("sft", base, tmp_path / "sft", "--dataset_name", str(ALICE / "sft.jsonl"))
+    assert "sft.jsonl:" in str(error.value) and "System role not supported" in str(error.value)
+    assert not (tmp_path / "sft").exists()
