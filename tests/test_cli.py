@@ -126,3 +126,44 @@ def test_compare_rejects_bad_models(micro, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--model", f"a={tmp_path / 'nope'}", "--eval", eval_file, "--output-dir", str(tmp_path)])
     assert exit_info.value.code == 2 and "is not a folder" in capsys.readouterr().err
+
+
+def test_recipe_command_runs_a_shipped_yaml_by_its_short_name(micro, tmp_path):
+    result = toyllm("sft", "--config", "toy/sft.yaml", "--model_name_or_path", str(micro),
+                    "--output_dir", str(tmp_path / "sft"), "--max_steps", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "sft" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("launcher", [[], ["--num_processes", "1"]], ids=["in-process", "accelerate-launch"])
+def test_recipe_command_mistake_is_one_line_and_exit_2(launcher, tmp_path):
+    result = toyllm("sft", *launcher, "--config", "toy/sft.yaml", "--lerning_rate", "1")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "CalledProcessError" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_an_unreachable_hub_id_is_one_line_naming_the_key(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "toyllm.cli", "sft", "--config", "toy/sft.yaml", "--model_name_or_path",
+         "someone/no-such-model", "--output_dir", str(tmp_path / "sft")],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "error: model_name_or_path: someone/no-such-model is no local path" in result.stderr
+
+
+def test_a_misspelt_flag_gets_a_did_you_mean_and_a_bad_value_no_usage_screen():
+    misspelt = toyllm("sft", "--config", "toy/sft.yaml", "--lerning_rate", "1")
+    assert (
+        misspelt.stderr.strip().splitlines()[-1]
+        == "error: --lerning_rate: unknown argument (did you mean --learning_rate?)"
+    )
+    bad = toyllm("sft", "--config", "toy/sft.yaml", "--learning_rate", "abc")
+    assert bad.returncode == 2 and "usage:" not in bad.stderr
+    assert (
+        bad.stderr.strip().splitlines()[-1]
+        == "error: argument --learning_rate/--learning-rate: invalid float value: 'abc'"
+    )

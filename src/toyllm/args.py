@@ -28,6 +28,7 @@ from trl import ScriptArguments, TrlParser
 from toyllm.checkpoint import resolve_resume
 from toyllm.errors import UserError
 from toyllm.model import bf16_supported
+from toyllm.resources import shipped_path
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,28 @@ def _config_path(args: list[str]) -> str | None:
     return None
 
 
+class _Parser(TrlParser):
+    def error(self, message: str):  # argparse prints the whole usage screen (143 lines for SFT) before the message
+        raise UserError(message)
+
+
+def check_flags(args: list[str], dataclass_types: tuple) -> None:
+    """A command-line flag no config class has, with the closest one that exists."""
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)} | {"config", "help"}
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean --{close[0]}?" if close else "see --help for the arguments this recipe takes"
+            raise UserError(f"--{name}: unknown argument ({hint})")
+
+
+# Paths the shipped YAMLs name relative to a checkout; found in the installed package when not in this folder.
+SHIPPED_PATH_FIELDS = ("dataset_name", "toy_config_dir", "data_dir", "gold_data_dir")
+
+
 def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
     """`--config recipe.yaml` plus command-line overrides, the way TRL's own scripts read them.
 
@@ -193,15 +216,20 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
         i = args.index("--resume_from_checkpoint")
         if i + 1 == len(args) or args[i + 1].startswith("--"):
             args.insert(i + 1, "true")
+    args = [shipped_path(a) if n and args[n - 1] == "--config" else a for n, a in enumerate(args)]
     config_path = _config_path(args)
     config = check_config_file(config_path, dataclass_types) if config_path else {}
     if "bf16" not in config and not any(a == "--bf16" or a.startswith("--bf16=") for a in args):
         args = ["--bf16", str(bf16_supported())] + args
+    check_flags(args, dataclass_types)
     try:
-        parsed = tuple(TrlParser(dataclass_types).parse_args_and_config(args))
+        parsed = tuple(_Parser(dataclass_types).parse_args_and_config(args))
     except ValueError as error:  # TrlParser's own checks, e.g. a config class rejecting a value
         raise UserError(f"{config_path or 'arguments'}: {error}") from None
     for obj in parsed:
+        for name in SHIPPED_PATH_FIELDS:
+            if hasattr(obj, name):
+                setattr(obj, name, shipped_path(getattr(obj, name)))
         check_supported(obj)
         if hasattr(obj, "model_name_or_path"):
             check_model_path("model_name_or_path", obj.model_name_or_path)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 
-from toyllm.errors import exit_on_user_error
+from toyllm.errors import RESUME_HINT, exit_on_user_error
+from toyllm.stages import RECIPES
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -19,9 +21,41 @@ def run_label(args: argparse.Namespace) -> None:
     from toyllm.feedback import SAMPLES_PER_PROMPT, label_round
 
     args.samples = args.samples or SAMPLES_PER_PROMPT
-    pairs, judge_data = label_round(args.policy, args.data_dir, args.round, args.output_dir, args.samples, args.seed,
+    from toyllm.resources import default_data_dir
+
+    data_dir = args.data_dir or default_data_dir()
+    pairs, judge_data = label_round(args.policy, data_dir, args.round, args.output_dir, args.samples, args.seed,
                                     overwrite=args.overwrite)  # fmt: skip
     print(f"{pairs}\n{judge_data}")
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    """`toyllm sft --config toy/sft.yaml ...`, as `trl sft` runs TRL's scripts: in this process, or through
+    `accelerate launch` when processes or an accelerate config are asked for. A user's mistake is one line and exit
+    code 2 either way: the launcher's own traceback about the failed child is not printed."""
+    module = f"toyllm.recipes.{args.command}"
+    if args.num_processes is None and args.accelerate_config is None:
+        import importlib
+
+        from toyllm.args import parse_recipe_args
+
+        recipe = importlib.import_module(module)
+        recipe.main(*parse_recipe_args(recipe.ARGUMENT_TYPES, args.recipe_args))
+        return 0
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    options = ["--config_file", args.accelerate_config] if args.accelerate_config else []
+    options += ["--num_processes", str(args.num_processes)] if args.num_processes else []
+    try:
+        launch_command(launch_command_parser().parse_args([*options, "-m", module, *args.recipe_args]))
+    except subprocess.CalledProcessError as error:  # one process: the child already printed its own line
+        return error.returncode
+    except Exception as error:  # torchrun's ChildFailedError: each child printed its own line
+        codes = [failure.exitcode for failure in getattr(error, "failures", {}).values()]
+        if not codes:
+            raise
+        return max(codes)
+    return 0
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -79,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="random → pretrain → SFT → reward → PPO → DPO, then compare the stages")
-    demo.add_argument("--data-dir", default="data", help="folder holding the five JSONL files (default: data)")
+    demo.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the five JSONL files (default: the Alice story shipped with toyllm, data/ in a checkout)",
+    )
     demo.add_argument("--output-dir", default="outputs/toy", help="where checkpoints and the report go")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace checkpoints made from another config or data")
@@ -93,13 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     label = commands.add_parser("label", help="label a policy's sampled answers: a feedback round's preference pairs")
     label.add_argument("--policy", required=True, help="the PPO checkpoint whose answers are labelled")
-    label.add_argument("--data-dir", default="data", help="the data folder: its prompts and known answers")
+    label.add_argument(
+        "--data-dir", default=None, help="the data folder: its prompts and known answers (default: the Alice story)"
+    )
     label.add_argument("--round", type=positive_int, required=True, help="the round number n: feedback/round-n.jsonl")
     label.add_argument("--output-dir", default="outputs/toy", help="feedback/ goes here (default: outputs/toy)")
     label.add_argument("--samples", type=positive_int, default=None, help="answers sampled per prompt (default: 64)")
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--overwrite", action="store_true", help="replace pairs labelled from another policy")
     label.set_defaults(func=run_label)
+
+    for name in RECIPES:
+        recipe = commands.add_parser(name, add_help=False, help=f"run recipes/{name}.py: --config toy/{name}.yaml "
+                                     "or your own YAML, then any TRL flag (--help lists them)")  # fmt: skip
+        recipe.add_argument("--num_processes", type=positive_int, default=None, help="launch through accelerate")
+        recipe.add_argument("--accelerate_config", default=None, help="an accelerate config file to launch with")
+        recipe.set_defaults(func=run_recipe)
 
     merge = commands.add_parser("merge", help="merge a LoRA adapter into its base model: a full checkpoint")
     merge.add_argument("--adapter", required=True, help="folder a LoRA stage saved (adapter_config.json)")
@@ -155,14 +202,18 @@ def named_model(value: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, recipe_args = parser.parse_known_args(argv)  # a recipe's own flags go to its TrlParser
+    if args.command in RECIPES:
+        args.recipe_args = recipe_args
+    elif recipe_args:
+        parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
     if args.command == "compare":
         names = [name for name, _ in args.model]
         twice = next((name for name in names if names.count(name) > 1), None)
         if twice:
             parser.error(f"--model: the name {twice!r} is given twice")
         args.model = dict(args.model)
-    with exit_on_user_error(getattr(args, "resume_hint", None)):
+    with exit_on_user_error(getattr(args, "resume_hint", RESUME_HINT if args.command in RECIPES else None)):
         return args.func(args) or 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 
 from toyllm.data_checks import check_against_tokenizer, read_rows
-from toyllm.errors import UserError
+from toyllm.errors import UserError, from_hub
 from toyllm.stages import DataKind
 
 # Which file of a data folder each part of the pipeline reads.
@@ -39,7 +39,8 @@ def load_data(
     """
     path = Path(name_or_path)
     if path.suffix not in {".json", ".jsonl"}:
-        return load_dataset(str(name_or_path), config_name, split=split)
+        with from_hub("dataset_name", str(name_or_path)):
+            return load_dataset(str(name_or_path), config_name, split=split)
     if split != "train":
         raise UserError(f"{path}: a JSONL file has one split, 'train', not '{split}'; give a Hub dataset or a file")
     rows = read_rows(path, kind)

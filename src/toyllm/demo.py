@@ -18,7 +18,6 @@ import datasets
 import transformers
 from transformers import AutoTokenizer
 
-import toyllm.recipes
 from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint, write_marker
 from toyllm.data import DATA_FILES, check_data_folder
@@ -27,12 +26,10 @@ from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
 from toyllm.model import build_random_checkpoint
 from toyllm.report import evaluate_and_report
+from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
 from toyllm.stages import FEEDBACK_ROUND, POLICIES, STAGE, round_name, split_round
 
 FEEDBACK_ROUNDS = 2  # PPO, then one round of feedback: label its answers, retrain the judge, PPO again
-
-RECIPES_DIR = Path(toyllm.recipes.__file__).parent
-TOY_CONFIG_DIR = RECIPES_DIR.parent / "toy_config"
 
 
 def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> list[str]:
@@ -98,7 +95,7 @@ def _library_logs_to(stream):
 
 
 def run_demo(
-    data_dir: str | Path = "data",
+    data_dir: str | Path | None = None,
     output_dir: str | Path = "outputs/toy",
     seed: int = 0,
     overwrite: bool = False,
@@ -107,7 +104,7 @@ def run_demo(
     """Run every stage not already complete for this config and data, then evaluate and report."""
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    data_dir, output_dir = Path(data_dir or default_data_dir()), Path(output_dir)
     rows = check_data_folder(data_dir)  # every file checked before anything is trained
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()

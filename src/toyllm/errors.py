@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -32,3 +33,19 @@ def exit_on_user_error(resume_hint: str | None = RESUME_HINT) -> Iterator[None]:
         hint = f": finished checkpoints are kept; {resume_hint}." if resume_hint else ""
         print(f"\ninterrupted{hint}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def from_hub(key: str, name: str) -> Iterator[None]:
+    """Loading `name` (a local path or a Hub id): where it is no local path and the Hub cannot give it (offline, no
+    such repository, no access), one line instead of transformers' or datasets' page of traceback."""
+    try:
+        yield
+    except OSError as error:  # ConnectionError, and transformers' "couldn't connect" / "not a valid model id"
+        if os.path.exists(name):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{key}: {name} is no local path and the Hub did not give it ({reason}); fix the path, or check the "
+            "network and your login (HF_HUB_OFFLINE=1 reads only what is cached)"
+        ) from None

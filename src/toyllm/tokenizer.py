@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from trl import ModelConfig
 
 from toyllm.data import DATA_FILES, iter_texts
-from toyllm.errors import UserError
+from toyllm.errors import UserError, from_hub
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +79,8 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer with its chat template; `eos_token` (SFTConfig's) names the end-of-turn token of a
     base model whose EOS ends documents, e.g. `<|im_end|>` for Qwen2.5."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-    )
+    with from_hub("model_name_or_path", model_args.model_name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     if eos_token is not None:
