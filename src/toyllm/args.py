@@ -231,7 +231,8 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
             if hasattr(obj, name):
                 setattr(obj, name, shipped_path(getattr(obj, name)))
         check_supported(obj)
-        if hasattr(obj, "model_name_or_path"):
+        built_first = any(getattr(o, "from_scratch", False) for o in parsed)  # pretrain builds it, then reads it
+        if hasattr(obj, "model_name_or_path") and not built_first:
             check_model_path("model_name_or_path", obj.model_name_or_path)
         if getattr(obj, "reward_model_path", None):
             check_model_path("reward_model_path", obj.reward_model_path)

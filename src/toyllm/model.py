@@ -35,9 +35,10 @@ def build_random_checkpoint(
     """Train the vocabulary on `data_dir`, build GPT-2 from `toy_config_dir` with random weights: stage `random`."""
     tokenizer = train_word_level_tokenizer(data_dir, toy_config_dir)
     architecture = json.loads((Path(toy_config_dir) / "config.json").read_text())
+    multiple = architecture.pop("pad_vocab_size_to_multiple_of", 1)  # GPU matmuls are fastest on multiples of 64
     config = GPT2Config(
         **architecture,
-        vocab_size=len(tokenizer),
+        vocab_size=-(-len(tokenizer) // multiple) * multiple,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -1,0 +1,43 @@
+"""The GPU benchmarks run at micro size on the CPU, so they work the first time a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from gpu_common import flops_per_token, peak_flops  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "script, line",
+    [("gpu_pretrain", "pretrain, GPT-2 small shape (micro) on cpu: "), ("gpu_sft", "SFT, Qwen2.5-0.5B shape (micro) "
+     "on cpu: "), ("gpu_ppo", "PPO, toy (micro) on cpu: ")],
+)  # fmt: skip
+def test_benchmark_micro_run(script, line, tmp_path):
+    output = tmp_path / "result.json"
+    extra = ["--output", str(output)]
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--micro", *extra],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert line in result.stdout
+    measured = json.loads(output.read_text())
+    assert measured["device"] == "cpu"
+    rate = measured.get("tokens_per_s") or measured.get("episodes_per_s")
+    assert rate > 0
+
+
+def test_mfu_uses_nanogpt_count_and_a_known_peak():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=32, vocab_size=128))
+    n = sum(p.numel() for p in model.parameters()) - 32 * 64  # without the position embeddings
+    assert flops_per_token(model, 32) == 6 * n + 12 * 2 * 4 * 16 * 32
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("cpu") is None
