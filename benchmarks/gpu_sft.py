@@ -98,7 +98,7 @@ def main() -> None:
         if importlib.util.find_spec("liger_kernel") and not args.micro:
             overrides += ["--use_liger_kernel", "true"]
         if args.micro:  # CPU: no gradient checkpointing needed, fp32
-            overrides += ["--gradient_checkpointing", "false"]
+            overrides += ["--activation_checkpointing", "false"]
         parsed = parse_recipe_args(sft.ARGUMENT_TYPES, overrides)
         count_real_tokens(parsed[1])
         with metered(warmup) as meter:

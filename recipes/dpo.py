@@ -30,6 +30,8 @@ ARGUMENT_TYPES = (DPOScriptArguments, DPOConfig, ModelConfig)
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
     stage = STAGE["dpo"]
     fingerprint = begin_stage(script_args, training_args, model_args)
+    if fingerprint is None:
+        return
 
     # Model & tokenizer
     tokenizer = load_tokenizer(model_args)

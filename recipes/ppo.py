@@ -15,7 +15,6 @@ from pathlib import Path
 
 from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
-from trl.experimental.ppo import PPOConfig
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
@@ -24,7 +23,7 @@ from toyllm.errors import exit_on_user_error
 from toyllm.evaluate import chat_prompts
 from toyllm.feedback import answerable_questions, known_answers
 from toyllm.model import context_length, load_causal_lm, load_scorer
-from toyllm.ppo import PPOTrainer, check_ppo_setup  # TRL's PPOTrainer with its workarounds
+from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup  # TRL's PPO with its workarounds
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
 
@@ -46,6 +45,8 @@ ARGUMENT_TYPES = (PPOScriptArguments, PPOConfig, ModelConfig)
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
     stage = STAGE["ppo"]
     fingerprint = begin_stage(script_args, training_args, model_args)
+    if fingerprint is None:
+        return
 
     # Tokenizer & prompts, checked before any model is loaded. Prompts are left-padded so every response starts at
     # the same index; prompt + answer must fit the context.

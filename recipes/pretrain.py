@@ -16,7 +16,7 @@ from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
-from toyllm.model import build_random_checkpoint, context_length, load_causal_lm
+from toyllm.model import build_random_stage, context_length, load_causal_lm
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
 
@@ -35,13 +35,14 @@ ARGUMENT_TYPES = (PretrainScriptArguments, TrainingArguments, ModelConfig)
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> None:
     stage = STAGE["pretrain"]
+    if script_args.from_scratch:  # the random stage first: its fingerprint is part of this stage's
+        build_random_stage(script_args.data_dir, script_args.toy_config_dir, model_args.model_name_or_path,
+                           training_args.seed, script_args.overwrite)  # fmt: skip
     fingerprint = begin_stage(script_args, training_args, model_args)
+    if fingerprint is None:
+        return
 
     # Model & tokenizer
-    if script_args.from_scratch:
-        build_random_checkpoint(
-            script_args.data_dir, script_args.toy_config_dir, model_args.model_name_or_path, training_args.seed
-        )
     tokenizer = load_tokenizer(model_args)
     model = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
 

@@ -49,6 +49,8 @@ ARGUMENT_TYPES = (RewardScriptArguments, RewardConfig, RewardModelConfig)
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: RewardModelConfig) -> None:
     stage = STAGE["reward"]
     fingerprint = begin_stage(script_args, training_args, model_args)
+    if fingerprint is None:
+        return
 
     # Model & tokenizer
     tokenizer = load_tokenizer(model_args)

@@ -33,6 +33,8 @@ ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
     stage = STAGE["sft"]
     fingerprint = begin_stage(script_args, training_args, model_args)
+    if fingerprint is None:
+        return
 
     # Model & tokenizer
     tokenizer = load_tokenizer(model_args, eos_token=training_args.eos_token)

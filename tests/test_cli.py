@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
 from toyllm.cli import main
@@ -87,7 +88,7 @@ def test_chat_keeps_history_within_the_context(micro):
         == chat_prompts(tokenizer, ["who was alice"])[0]
     )
     out = io.StringIO()
-    assert chat_loop(micro, stdin=io.StringIO("who did alice follow\n" * 15), stdout=out) == 0
+    assert chat_loop(micro, stdin=io.StringIO("who did alice follow\n" * 15), stdout=out, history=True) == 0
     assert out.getvalue().count("bot> ") == 15
 
 
@@ -114,7 +115,7 @@ def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, ca
     assert f"| first | {first['perplexity']:.2f} |" in printed
     assert all("mean_reward" in v for v in first.values() if isinstance(v, dict))
     report = (out / "report" / "report.md").read_text()
-    assert "| split | prompt | first | second |" in report and "](metrics.png)" in report
+    assert "| split | prompt | reference | first | second |" in report and "](metrics.png)" in report
     assert (out / "report" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -167,3 +168,25 @@ def test_a_misspelt_flag_gets_a_did_you_mean_and_a_bad_value_no_usage_screen():
         bad.stderr.strip().splitlines()[-1]
         == "error: argument --learning_rate/--learning-rate: invalid float value: 'abc'"
     )
+
+
+def test_chat_asks_each_line_on_its_own_by_default(micro, monkeypatch):
+    """The toy is trained on single questions: by default chat sends only the new line (and the system message)."""
+    import toyllm.chat
+
+    seen = []
+    monkeypatch.setattr(
+        toyllm.chat, "answer", lambda model, tokenizer, messages, *rest: seen.append(list(messages)) or "x"
+    )
+    chat_loop(micro, stdin=io.StringIO("who did alice follow\nwho was alice\n"), stdout=io.StringIO(), system="s")
+    assert [[m["content"] for m in messages] for messages in seen] == [["s", "who did alice follow"],
+                                                                      ["s", "who was alice"]]  # fmt: skip
+
+
+def test_punctuation_is_dropped_and_unknown_words_are_named(micro):
+    tokenizer = AutoTokenizer.from_pretrained(micro)
+    assert tokenizer("Who was Alice?")["input_ids"] == tokenizer("who was alice")["input_ids"]
+    result = toyllm("generate", "--model", str(micro), "Who was Zebedee?")
+    assert result.returncode == 0
+    assert "not in the model's vocabulary, read as [UNK]: Zebedee" in result.stderr
+    assert "Alice" not in toyllm("generate", "--model", str(micro), "Who was Alice?").stderr

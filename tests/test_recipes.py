@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ALICE, REPO, logged, read_jsonl
-from toyllm.recipes import sft
+import pytest
+from conftest import ALICE, OZ, REPO, logged, read_jsonl
+from toyllm.recipes import pretrain, sft
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toyllm.args import parse_recipe_args
+from toyllm.errors import UserError
 from toyllm.evaluate import greedy_answers
+from toyllm.model import build_random_stage
+from toyllm.stages import RECIPES
 
 
 def test_sft_recipe_under_accelerate_launch(demo_run, tmp_path):
@@ -53,3 +60,32 @@ def test_sft_accepts_prompt_completion_rows(demo_run, tmp_path):
     answers = greedy_answers(model, tokenizer, questions)
     references = [row["messages"][-1]["content"] for row in rows]
     assert sum(a == r for a, r in zip(answers, references)) / len(rows) >= 0.9
+
+
+@pytest.mark.parametrize("stage", RECIPES)
+def test_readme_single_stage_commands_after_the_demo_are_the_same_stages(demo_run, stage, tmp_path, monkeypatch,
+                                                                          caplog):  # fmt: skip
+    """README's `accelerate launch ... recipes/<stage>.py --config recipes/toy/<stage>.yaml`, run over a demo's
+    outputs/toy, is the demo's stage: skipped, nothing rewritten. The demo's random is not rebuilt either. (The
+    recipe's main(), in a folder holding only outputs/: the YAML and the data are found as shipped.)"""
+    demo_dir, _ = demo_run
+    shutil.copytree(demo_dir, tmp_path / "outputs" / "toy", ignore=shutil.ignore_patterns("ppo-*", "reward-*"))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "outputs" / "toy").rglob("*.safetensors")}
+    monkeypatch.chdir(tmp_path)
+    recipe = importlib.import_module(f"toyllm.recipes.{stage}")
+    with caplog.at_level(logging.WARNING):
+        recipe.main(*parse_recipe_args(recipe.ARGUMENT_TYPES, ["--config", f"recipes/toy/{stage}.yaml"]))
+    assert "already complete for this config and data: skipped" in caplog.text
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "outputs" / "toy").rglob("*.safetensors")}
+
+
+def test_pretrain_from_scratch_never_rebuilds_another_storys_random_checkpoint(tmp_path):
+    random_dir = tmp_path / "random"
+    build_random_stage(ALICE, REPO / "toy_config", random_dir, seed=0)
+    before = (random_dir / "model.safetensors").read_bytes()
+    args = ["--config", str(REPO / "recipes/toy/pretrain.yaml"), "--model_name_or_path", str(random_dir),
+            "--data_dir", str(OZ), "--dataset_name", str(OZ / "pretrain.jsonl"),
+            "--output_dir", str(tmp_path / "p")]  # fmt: skip
+    with pytest.raises(UserError, match="holds a finished random checkpoint made from a different config"):
+        pretrain.main(*parse_recipe_args(pretrain.ARGUMENT_TYPES, args))
+    assert (random_dir / "model.safetensors").read_bytes() == before

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from toyllm.plots import plot_metrics, plot_ppo, plot_training, read_log_history, series
-from toyllm.report import format_comparison, format_metrics_table, format_responses_table, write_report
+from toyllm.report import format_comparison, format_metrics_table, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPLITS = ("trained", "held_out", "unseen")
@@ -97,7 +97,13 @@ def test_report_holds_every_stage_and_its_plots(tmp_path, stage_dirs):
     text = path.read_text()
     comparison = format_comparison(metrics["stages"], metrics["responses"])  # what the demo prints at its end
     assert comparison.count("\n\n") == 1 and comparison.splitlines()[0].startswith("| split | prompt | random |")
-    assert format_responses_table(metrics["responses"], list(metrics["stages"])) in text
+    # the report's answers are whole and beside the reference (the terminal's table cuts them)
+    long = "the dormouse fell down the king held the king held the king held"
+    metrics["responses"][0]["ppo"] = long
+    text = write_report(tmp_path / "run", metrics, stage_dirs).read_text()
+    assert "| split | prompt | reference | random |" in text
+    assert "| trained | who did alice follow | alice followed the white rabbit | answer of random |" in text
+    assert f"| {long} |" in text and f"| {long} |" not in format_comparison(metrics["stages"], metrics["responses"])
     assert format_metrics_table(metrics["stages"]) in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     for name, stage in metrics["stages"].items():

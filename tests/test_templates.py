@@ -35,7 +35,13 @@ def stage(name: str, model: Path, tmp_path: Path, *extra: str) -> Path:
     return run_stage(name, model, tmp_path / name, *data, *(LONG if name != "ppo" else []), *extra)
 
 
-@pytest.mark.parametrize("template", TEMPLATES)
+# The default run takes every template without markers, the no-template case and two patched families through the
+# four stages; the other patched families are marked slow, and .ci/run runs them after `make test`.
+DEFAULT_CHAIN = COMPLETION_ONLY | {"none", "llama3", "qwen2_5"}
+CHAIN = [name if name in DEFAULT_CHAIN else pytest.param(name, marks=pytest.mark.slow) for name in TEMPLATES]
+
+
+@pytest.mark.parametrize("template", CHAIN)
 def test_template_trains_through_every_stage(template, tmp_path, caplog):
     base = build_template_checkpoint(template, tmp_path / "base", PINOCCHIO)
     with caplog.at_level(logging.WARNING, logger="toyllm.tokenizer"):

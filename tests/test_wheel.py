@@ -36,6 +36,7 @@ def test_wheel_holds_the_recipes_their_yamls_the_toy_spec_and_the_story(wheel):
     assert expected <= names, sorted(expected - names)
 
 
+@pytest.mark.slow  # a whole demo from the wheel: .ci/run runs it after `make test`
 def test_installed_wheel_runs_the_demo_from_an_empty_folder(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -95,11 +96,25 @@ def fit_history(model, tokenizer, messages: list[dict], max_new_tokens: int) -> 
     return head + body
 
 
+def warn_unknown_words(tokenizer, text: str, stream: TextIO | None = None) -> None:
+    """Words the vocabulary lacks become the unknown token: name them, in one line, before the answer."""
+    if tokenizer.unk_token_id is None:
+        return
+    unk = tokenizer.unk_token_id
+    unknown = [
+        w.strip(string.punctuation) for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]
+    ]
+    if unknown:
+        print(f"note: not in the model's vocabulary, read as {tokenizer.unk_token}: {', '.join(unknown)}",
+              file=stream or sys.stderr)  # fmt: skip
+
+
 def generate(model_dir: str | Path, question: str, max_new_tokens: int = 32, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> str:  # fmt: skip
     if seed is not None:
         set_seed(seed)
     model, tokenizer = load_chat_model(model_dir)
+    warn_unknown_words(tokenizer, question)
     return answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens, do_sample,
                   temperature, top_p)  # fmt: skip
 
@@ -114,15 +129,19 @@ def chat_loop(
     system: str | None = None,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
+    history: bool = False,
 ) -> int:
-    """Read a line, answer it with the whole conversation as context; /reset forgets it, /exit or Ctrl-D ends."""
+    """Read a line and answer it; /exit or Ctrl-D ends. Each line is a question on its own, as the toy's flashcards
+    are single-turn (kept history confuses a model trained that way); with `history` the whole conversation is the
+    context, and /reset forgets it."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if seed is not None:
         set_seed(seed)
     model, tokenizer = load_chat_model(model_dir)
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
-    print(f"chatting with {model_dir} (/reset forgets the conversation, /exit or Ctrl-D ends)", file=stdout)
+    mode = "/reset forgets the conversation" if history else "each line is a new question; --history keeps them"
+    print(f"chatting with {model_dir} ({mode}, /exit or Ctrl-D ends)", file=stdout)
     try:
         while True:
             stdout.write("you> ")
@@ -140,6 +159,9 @@ def chat_loop(
                 messages = list(start)
                 print("(conversation forgotten)", file=stdout)
                 continue
+            warn_unknown_words(tokenizer, text, stdout)
+            if not history:
+                messages = list(start)
             messages = fit_history(model, tokenizer, messages + [{"role": "user", "content": text}], max_new_tokens)
             try:
                 reply = answer(model, tokenizer, messages, max_new_tokens, do_sample, temperature, top_p)

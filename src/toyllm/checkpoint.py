@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 UNTRACKED_FIELDS = {
     "resume_from_checkpoint", "overwrite", "logging_dir", "logging_steps", "report_to", "disable_tqdm", "run_name",
     "push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "log_level", "log_level_replica", "output_dir",
+    "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "save_steps", "save_total_limit",
+    "from_scratch",  # the random checkpoint it builds has a fingerprint of its own, read through model_name_or_path
+    "gold_data_dir",  # PPO's greedy gold check: logged, it changes nothing trained
 }  # fmt: skip
 MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
 
@@ -68,6 +72,11 @@ def _input_identity(key: str, value: str) -> str:
     path = Path(value)
     if key == "dataset_name" and path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
+    if key in {"data_dir", "toy_config_dir"} and path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(file.name.encode() + file.read_bytes())
+        return digest.hexdigest()
     marker = read_marker(path) if key in {"model_name_or_path", "reward_model_path"} else None
     return marker["fingerprint"] if marker else value
 
@@ -80,6 +89,11 @@ def stage_fingerprint(*parsed_args) -> str:
             if key in UNTRACKED_FIELDS:
                 continue
             values[key] = _input_identity(key, value) if isinstance(value, str) and value else value
+    if "per_device_train_batch_size" in values:  # 2 processes x 8 is the same stage as 1 x 16
+        processes = int(os.environ.get("WORLD_SIZE", 1))
+        values["global_batch"] = (
+            values.pop("per_device_train_batch_size") * values.pop("gradient_accumulation_steps", 1) * processes
+        )
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -98,8 +112,9 @@ def is_finished(folder: str | Path, fingerprint: str, overwrite: bool) -> bool:
     return False
 
 
-def begin_stage(script_args, training_args, *other_args) -> str:
-    """Set up logging and seeding, refuse to replace another config's finished checkpoint; return the fingerprint.
+def begin_stage(script_args, training_args, *other_args) -> str | None:
+    """Set up logging and seeding, refuse to replace another config's finished checkpoint; return the fingerprint,
+    or None when output_dir already holds this very stage (then the recipe has nothing to do, unless `overwrite`).
 
     Every random draw of the stage is seeded with `seed` first: the Trainer seeds itself only after the models are
     loaded, so a new score head or LoRA's A matrices would otherwise depend on whatever ran before in the process
@@ -112,7 +127,18 @@ def begin_stage(script_args, training_args, *other_args) -> str:
     logging.getLogger("toyllm").setLevel(level)
     transformers.set_seed(training_args.seed)
     fingerprint = stage_fingerprint(script_args, training_args, *other_args)
-    is_finished(training_args.output_dir, fingerprint, script_args.overwrite)
+    if training_args.process_index == 0:  # results depend on the global batch, not on how it is split
+        # WORLD_SIZE, not training_args.world_size: PPOConfig has a field of that name, None until training
+        processes = int(os.environ.get("WORLD_SIZE", 1))
+        accumulation = training_args.gradient_accumulation_steps
+        per_device = training_args.per_device_train_batch_size
+        print(f"{training_args.output_dir}: batch of {per_device * accumulation * processes} rows per optimizer step "
+              f"({per_device} per device x {accumulation} accumulation steps x {processes} processes)",
+              file=sys.stderr, flush=True)  # fmt: skip
+    if is_finished(training_args.output_dir, fingerprint, script_args.overwrite) and not script_args.overwrite:
+        logger.warning(f"{training_args.output_dir}: this stage is already complete for this config and data: "
+                       "skipped (pass --overwrite true to train it again)")  # fmt: skip
+        return None
     return fingerprint
 
 

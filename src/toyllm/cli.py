@@ -67,7 +67,7 @@ def run_generate(args: argparse.Namespace) -> None:
 def run_chat(args: argparse.Namespace) -> int:
     from toyllm.chat import chat_loop
 
-    return chat_loop(args.model, system=args.system, **sampling_options(args))
+    return chat_loop(args.model, system=args.system, history=args.history, **sampling_options(args))
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="talk to a checkpoint in the terminal (/exit or Ctrl-D ends)")
     sampling_flags(chat)
     chat.add_argument("--system", default=None, help="a system message to start the conversation with")
+    chat.add_argument(
+        "--history",
+        action="store_true",
+        help="keep the conversation as context (the toy is trained "
+        "on single questions, so by default each line is asked on its own)",
+    )
     chat.set_defaults(func=run_chat)
 
     compare = commands.add_parser("compare", help="evaluate checkpoints side by side: tables, metrics.json, report")

@@ -7,7 +7,6 @@ is the recipes, not a second implementation of them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import logging
 import sys
@@ -19,12 +18,12 @@ import transformers
 from transformers import AutoTokenizer
 
 from toyllm.args import parse_recipe_args
-from toyllm.checkpoint import is_finished, stage_fingerprint, write_marker
+from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.data import DATA_FILES, check_data_folder
 from toyllm.data_checks import check_against_tokenizer
 from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
-from toyllm.model import build_random_checkpoint
+from toyllm.model import build_random_stage, random_fingerprint
 from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
 from toyllm.stages import FEEDBACK_ROUND, POLICIES, STAGE, round_name, split_round
@@ -75,13 +74,6 @@ def recipe_args(stage: str, data_dir: Path, output_dir: Path, seed: int, overwri
     return recipe, parse_recipe_args(recipe.ARGUMENT_TYPES, overrides)
 
 
-def random_fingerprint(data_dir: Path, seed: int) -> str:
-    digest = hashlib.sha256(f"seed={seed}".encode())
-    for path in [*(data_dir / f for f in DATA_FILES.values()), *sorted(TOY_CONFIG_DIR.iterdir())]:
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _library_logs_to(stream):
     """Send transformers' log handlers (bound to the real stderr at import) to the stage's log file."""
@@ -115,10 +107,6 @@ def run_demo(
     def progress(message: str) -> None:
         print(message, file=sys.__stdout__, flush=True)
 
-    def build_random(stage: str) -> None:
-        build_random_checkpoint(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed)
-        write_marker(output_dir / stage, stage, random_fingerprint(data_dir, seed))
-
     steps = demo_steps(feedback_rounds)
     total = len(steps) + 1
     for number, stage in enumerate(steps, start=1):
@@ -133,7 +121,7 @@ def run_demo(
             continue
         built = stage in STAGE and STAGE[stage].recipe is None  # the random model: built, not trained by a recipe
         if built:
-            done = is_finished(output_dir / stage, random_fingerprint(data_dir, seed), overwrite)
+            done = is_finished(output_dir / stage, random_fingerprint(data_dir, TOY_CONFIG_DIR, seed), overwrite)
         else:
             recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
             done = is_finished(output_dir / stage, stage_fingerprint(*args), overwrite)
@@ -146,7 +134,10 @@ def run_demo(
         log_path = log_dir / f"{stage}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             with _library_logs_to(log):
-                build_random(stage) if built else recipe.main(*args)
+                if built:
+                    build_random_stage(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed, overwrite)
+                else:
+                    recipe.main(*args)
         seconds[stage] = round(time.perf_counter() - start, 2)
         progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
         if built:  # the vocabulary now exists: every eval question must fit and be known to it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,8 @@ from transformers import (
 )
 from trl import ModelConfig, get_quantization_config
 
+from toyllm.checkpoint import is_finished, write_marker
+from toyllm.data import DATA_FILES
 from toyllm.errors import UserError
 from toyllm.tokenizer import train_word_level_tokenizer
 
@@ -57,6 +60,27 @@ def build_random_checkpoint(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def random_fingerprint(data_dir: str | Path, toy_config_dir: str | Path, seed: int) -> str:
+    """What the random stage is made of: every data file (the vocabulary), the model's spec and the seed."""
+    digest = hashlib.sha256(f"seed={seed}".encode())
+    for path in [*(Path(data_dir) / f for f in DATA_FILES.values()), *sorted(Path(toy_config_dir).iterdir())]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_random_stage(
+    data_dir: str | Path, toy_config_dir: str | Path, output_dir: str | Path, seed: int, overwrite: bool = False
+) -> bool:
+    """The `random` stage, shared by the demo and the pretrain recipe: skipped when `output_dir` already holds it for
+    this data, spec and seed, refused when it holds another one (unless `overwrite`); True when it was built."""
+    fingerprint = random_fingerprint(data_dir, toy_config_dir, seed)
+    if is_finished(output_dir, fingerprint, overwrite):
+        return False
+    build_random_checkpoint(data_dir, toy_config_dir, output_dir, seed)
+    write_marker(output_dir, "random", fingerprint)
+    return True
 
 
 def bf16_supported() -> bool:

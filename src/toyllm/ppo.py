@@ -5,9 +5,15 @@ place, and the checks PPO gets wrong silently or too late. Whoever upgrades TRL 
 from __future__ import annotations
 
 import gc
+import os
 
-import torch
-from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer
+# TRL 1.12 warns (TRLExperimentalWarning) on every import of `trl.experimental`, where PPO lives: we pin the last
+# release that has it on purpose, so the warning tells our users nothing. Only this import is silenced.
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import torch  # noqa: E402
+from trl.experimental.ppo import PPOConfig  # noqa: E402, F401  (the recipe's config class, imported from here)
+from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
 from toyllm.errors import UserError
 

@@ -31,12 +31,14 @@ def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: in
 
 
 def format_responses_table(
-    responses: list[dict], stages: list[str], width: int = 34, asked: dict | None = None
+    responses: list[dict], stages: list[str], width: int = 34, asked: dict | None = None, reference: bool = False
 ) -> str:
     """The model's evolution: for each eval prompt, the answer of every stage, in markdown. A stage not asked in its
-    chat template says how it was asked in its column's header, e.g. "pretrain (text)"."""
+    chat template says how it was asked in its column's header, e.g. "pretrain (text)". The terminal's table cuts
+    answers to `width`; the report's (`reference=True`) shows them whole, beside the reference answer."""
     labels = {name: f"{name} ({how})" for name, how in (asked or {}).items() if how != "chat"}
-    return _stage_table(responses, ["split", "prompt"], stages, width, labels)
+    keys = ["split", "prompt", "reference"] if reference else ["split", "prompt"]
+    return _stage_table(responses, keys, stages, width, labels)
 
 
 def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
@@ -122,9 +124,10 @@ def write_report(output_dir: str | Path, metrics: dict, stage_dirs: dict[str, st
     lines = ["# toyllm report", "", "## The stages", ""]
     lines += [f"- **{name}**: {STAGE[name].about if name in STAGE else OTHER_STAGE}" for name in names]
     if stages:
-        lines += ["", "## The model's evolution", "", "The greedy chat answer of every stage to each eval prompt.", ""]
+        lines += ["", "## The model's evolution", "", "Every stage's answer to each eval prompt, whole, beside the "
+                  "reference: greedy, in the chat template, unless the column says otherwise.", ""]  # fmt: skip
         asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
-        lines += [format_responses_table(responses, list(stages), asked=asked), ""]
+        lines += [format_responses_table(responses, list(stages), 10_000, asked=asked, reference=True), ""]
         continuations = metrics.get("continuations") or []
         if continuations:
             lines += [

@@ -37,8 +37,11 @@ def train_word_level_tokenizer(data_dir: str | Path, toy_config_dir: str | Path)
     special_tokens += spec["role_tokens"]
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=special["unk_token"]))
-    if spec.get("lowercase", True):
-        tokenizer.normalizer = normalizers.Lowercase()
+    steps = [normalizers.Lowercase()] if spec.get("lowercase", True) else []
+    if spec.get("drop_punctuation", False):  # "Who was Alice?" reads as "who was alice", not "... alice [UNK]"
+        steps.append(normalizers.Replace(Regex(r"[^\w\s]"), " "))
+    if steps:
+        tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     # Every word decodes with the space before it, as GPT-2's "Ġwhite" does (punctuation attaches to the word
     # before). `pipeline("text-generation")` decodes only the new tokens and appends them to the prompt, so a
