@@ -221,3 +221,21 @@ def test_model_card_command_hides_a_token_passed_on_the_command_line(monkeypatch
     command = recipe_command()
     assert FAKE_TOKEN not in command
     assert command == "python recipes/sft.py --hub_token '***' '--hub_token=***'"
+
+
+def test_recipe_push_to_hub_offline_trains_first_and_fails_in_one_line_at_the_end(checkpoint, token, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    """README: the push happens once, at the end. Without network the stage still trains and saves; the push is one
+    line (the Trainer no longer creates the repository in its __init__)."""
+    from httpx2 import ConnectError
+
+    def unreachable(self, repo_id, **kwargs):
+        raise ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    output_dir = tmp_path / "out"
+    args = parse_recipe_args(sft.ARGUMENT_TYPES, sft_args(checkpoint, output_dir, "--push_to_hub", "true",
+                                                          "--hub_model_id", REPO_ID))  # fmt: skip
+    with pytest.raises(UserError, match=f"push to {REPO_ID} failed: ConnectError"):
+        sft.main(*args)
+    assert (output_dir / "toyllm_stage.json").is_file()  # trained and saved before the push was tried

@@ -244,6 +244,10 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
                 from toyllm.hub import require_token
 
                 require_token(obj.hub_token)
+                # The Trainer creates the Hub repository in __init__ (transformers 5, `init_hf_repo`) when
+                # push_to_hub is on: without network that is a page of traceback before any training. toyllm pushes
+                # the finished folder once, at the end (checkpoint.push_stage), so the Trainer is told not to.
+                obj.push_to_hub, obj.push_when_finished = False, True
     return parsed
 
 

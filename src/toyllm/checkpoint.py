@@ -190,7 +190,7 @@ def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str |
         scratch.rmdir()
         write_marker(output_dir, stage, fingerprint)
     trainer.accelerator.wait_for_everyone()
-    if trainer.args.push_to_hub:
+    if trainer.args.push_to_hub or getattr(trainer.args, "push_when_finished", False):  # see toyllm.args
         push_stage(trainer, output_dir)
     return output_dir
 
