@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from toyllm.recipes import sft
 from transformers import AutoTokenizer
 
+from toyllm.args import parse_recipe_args
 from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
 from toyllm.cli import main
+from toyllm.data import load_data
+from toyllm.errors import UserError
 from toyllm.evaluate import chat_prompts, greedy_answers, normalise
 from toyllm.model import build_random_checkpoint
 
@@ -190,3 +194,33 @@ def test_punctuation_is_dropped_and_unknown_words_are_named(micro):
     assert result.returncode == 0
     assert "not in the model's vocabulary, read as [UNK]: Zebedee" in result.stderr
     assert "Alice" not in toyllm("generate", "--model", str(micro), "Who was Alice?").stderr
+
+
+def test_overwrite_with_resume_never_picks_up_another_configs_checkpoint(micro, tmp_path):
+    out = tmp_path / "sft"
+    first = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(micro),
+             "--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--learning_rate", "1e-3"]  # fmt: skip
+    sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, first))
+    other = [*first[:-1], "2e-3", "--overwrite", "true", "--resume"]
+    with pytest.raises(UserError, match="checkpoint-4: made by a different config, data or seed"):
+        parse_and_run = parse_recipe_args(sft.ARGUMENT_TYPES, other)
+        sft.main(*parse_and_run)
+    same = [*first, "--overwrite", "true", "--resume"]  # the same config resumes (here: from its last checkpoint)
+    sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, same))
+
+
+def test_plain_string_prompt_completion_rows_train_as_one_chat_turn(micro, tmp_path):
+    rows = [json.loads(line) for line in (REPO / "data" / "sft.jsonl").read_text().splitlines()]
+    plain = tmp_path / "sft.jsonl"
+    with plain.open("w") as f:
+        for row in rows:
+            turns = [m for m in row["messages"] if m["role"] != "system"]
+            f.write(json.dumps({"prompt": turns[0]["content"], "completion": turns[1]["content"]}) + "\n")
+    dataset = load_data(plain, "sft")
+    assert dataset[0]["prompt"] == [{"role": "user", "content": rows[0]["messages"][-2]["content"]}]
+    assert dataset[0]["completion"][0]["role"] == "assistant"
+    out = tmp_path / "out"
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(micro),
+            "--output_dir", str(out), "--dataset_name", str(plain), "--max_steps", "2"]  # fmt: skip
+    sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))  # assistant_only_loss: true, as shipped
+    assert (out / "model.safetensors").is_file()

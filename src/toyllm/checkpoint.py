@@ -35,6 +35,7 @@ UNTRACKED_FIELDS = {
     "gold_data_dir",  # PPO's greedy gold check: logged, it changes nothing trained
 }  # fmt: skip
 MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
+RUN_MARKER = "toyllm_run.json"  # written first: the config the folder's checkpoint-N were made with
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -135,11 +136,32 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
         print(f"{training_args.output_dir}: batch of {per_device * accumulation * processes} rows per optimizer step "
               f"({per_device} per device x {accumulation} accumulation steps x {processes} processes)",
               file=sys.stderr, flush=True)  # fmt: skip
+    check_resume_source(training_args.resume_from_checkpoint, fingerprint)
+    run_file = Path(training_args.output_dir) / RUN_MARKER
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    if training_args.process_index == 0:
+        atomic_write_text(run_file, json.dumps({"fingerprint": fingerprint}) + "\n")
     if is_finished(training_args.output_dir, fingerprint, script_args.overwrite) and not script_args.overwrite:
         logger.warning(f"{training_args.output_dir}: this stage is already complete for this config and data: "
                        "skipped (pass --overwrite true to train it again)")  # fmt: skip
         return None
     return fingerprint
+
+
+def check_resume_source(checkpoint: str | None, fingerprint: str) -> None:
+    """A `checkpoint-N` made by another config or data is never resumed (with --overwrite it used to be, silently):
+    the folder's run file names the config its checkpoints were made with. Folders from before it existed pass."""
+    if not checkpoint:
+        return
+    try:
+        made_by = json.loads((Path(checkpoint).parent / RUN_MARKER).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return
+    if made_by != fingerprint:
+        raise UserError(
+            f"{checkpoint}: made by a different config, data or seed; resume with that config, or leave out --resume "
+            "to start this one afresh"
+        )
 
 
 def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:

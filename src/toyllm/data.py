@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from toyllm.data_checks import check_against_tokenizer, read_rows
+from toyllm.data_checks import as_messages, check_against_tokenizer, read_rows
 from toyllm.errors import UserError, from_hub
 from toyllm.stages import DataKind
+
+logger = logging.getLogger(__name__)
 
 # Which file of a data folder each part of the pipeline reads.
 DATA_FILES: dict[DataKind, str] = {
@@ -40,13 +43,31 @@ def load_data(
     path = Path(name_or_path)
     if path.suffix not in {".json", ".jsonl"}:
         with from_hub("dataset_name", str(name_or_path)):
-            return load_dataset(str(name_or_path), config_name, split=split)
+            return as_chat_rows(load_dataset(str(name_or_path), config_name, split=split), kind, name_or_path)
     if split != "train":
         raise UserError(f"{path}: a JSONL file has one split, 'train', not '{split}'; give a Hub dataset or a file")
     rows = read_rows(path, kind)
     if tokenizer is not None and max_length is not None:
         check_against_tokenizer(path, kind, rows, tokenizer, max_length, truncate=truncate, reserve=reserve)
-    return load_dataset("json", data_files=str(path), split=split)
+    return as_chat_rows(load_dataset("json", data_files=str(path), split=split), kind, path)
+
+
+CHAT_FIELDS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}
+
+
+def as_chat_rows(dataset, kind: DataKind, name) -> Dataset:
+    """TRL's plain-string prompt/completion (and preference, prompt-only) rows as one chat turn: a user message and
+    an assistant message. Every toyllm stage trains and asks in the chat template, so as plain text such rows would
+    train a model that then never sees its format again (SFT's exact match was 0.00)."""
+    fields = [f for f in CHAT_FIELDS.get(kind, ()) if f in dataset.column_names]
+    if not fields or not isinstance(dataset[0][fields[0]], str):
+        return dataset
+    logger.warning(f"{name}: plain-string {'/'.join(fields)} rows are read as one chat turn (user, then assistant)")
+
+    def to_messages(row: dict) -> dict:
+        return {f: as_messages(row[f], "user" if f == "prompt" else "assistant") for f in fields}
+
+    return dataset.map(to_messages)
 
 
 def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluate: bool, reserve: int = 0):

@@ -34,7 +34,7 @@ LOCAL_ONLY = [
     "runs/**", "logs/**",               # tensorboard and stage logs
     "training_args.bin",                # a pickle that can hold hub_token
     "*.pt", "*.pth", "*.bin",           # pickled tensors: the weights go up as safetensors only
-    "trainer_state.json", "toyllm_stage.json",
+    "trainer_state.json", "toyllm_stage.json", "toyllm_run.json",
 ]  # fmt: skip
 NO_TOKEN = "no Hugging Face token: run `hf auth login` or set HF_TOKEN to a token with write access"
 
