@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
-from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
@@ -51,6 +51,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        callbacks=[checkpoint_marker(fingerprint)],
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -13,7 +13,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 from trl import ModelConfig
 
 from toyllm.args import RecipeArguments, parse_recipe_args
-from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.model import build_random_stage, context_length, load_causal_lm
@@ -69,6 +69,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
         eval_dataset=eval_dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
+        callbacks=[checkpoint_marker(fingerprint)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)

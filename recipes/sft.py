@@ -14,7 +14,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
-from toyllm.checkpoint import begin_stage, save_stage
+from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
@@ -62,6 +62,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        callbacks=[checkpoint_marker(fingerprint)],
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -286,17 +286,6 @@ def test_jsonl_has_only_a_train_split_and_no_eval_split(demo_run, tmp_path):
         sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--eval_strategy", "steps"]))
 
 
-def test_assistant_only_loss_on_plain_text_rows_is_refused(demo_run, tmp_path):
-    demo_dir, _ = demo_run
-    data = tmp_path / "plain.jsonl"
-    data.write_text(json.dumps({"prompt": "who did alice follow", "completion": "alice followed the white rabbit"}))
-    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
-            "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    with pytest.raises(UserError, match="assistant_only_loss: true needs conversational rows"):
-        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))
-    assert not (tmp_path / "out" / "model.safetensors").exists()
-
-
 def test_ppo_judge_with_another_tokenizer_is_refused(demo_run, tmp_path):
     demo_dir, _ = demo_run
     other = tmp_path / "other"

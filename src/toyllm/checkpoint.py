@@ -35,7 +35,7 @@ UNTRACKED_FIELDS = {
     "gold_data_dir",  # PPO's greedy gold check: logged, it changes nothing trained
 }  # fmt: skip
 MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
-RUN_MARKER = "toyllm_run.json"  # written first: the config the folder's checkpoint-N were made with
+RUN_MARKER = "toyllm_run.json"  # in each checkpoint-N: the fingerprint of the config that made it
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -137,10 +137,6 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
               f"({per_device} per device x {accumulation} accumulation steps x {processes} processes)",
               file=sys.stderr, flush=True)  # fmt: skip
     check_resume_source(training_args.resume_from_checkpoint, fingerprint)
-    run_file = Path(training_args.output_dir) / RUN_MARKER
-    run_file.parent.mkdir(parents=True, exist_ok=True)
-    if training_args.process_index == 0:
-        atomic_write_text(run_file, json.dumps({"fingerprint": fingerprint}) + "\n")
     if is_finished(training_args.output_dir, fingerprint, script_args.overwrite) and not script_args.overwrite:
         logger.warning(f"{training_args.output_dir}: this stage is already complete for this config and data: "
                        "skipped (pass --overwrite true to train it again)")  # fmt: skip
@@ -150,11 +146,11 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
 
 def check_resume_source(checkpoint: str | None, fingerprint: str) -> None:
     """A `checkpoint-N` made by another config or data is never resumed (with --overwrite it used to be, silently):
-    the folder's run file names the config its checkpoints were made with. Folders from before it existed pass."""
+    each checkpoint names the config it was made with (MarkCheckpoints). Checkpoints from before that pass."""
     if not checkpoint:
         return
     try:
-        made_by = json.loads((Path(checkpoint).parent / RUN_MARKER).read_text())["fingerprint"]
+        made_by = json.loads((Path(checkpoint) / RUN_MARKER).read_text())["fingerprint"]
     except (OSError, ValueError, KeyError):
         return
     if made_by != fingerprint:
@@ -162,6 +158,20 @@ def check_resume_source(checkpoint: str | None, fingerprint: str) -> None:
             f"{checkpoint}: made by a different config, data or seed; resume with that config, or leave out --resume "
             "to start this one afresh"
         )
+
+
+def checkpoint_marker(fingerprint: str):
+    """A Trainer callback that writes the stage's fingerprint into each checkpoint-N it saves (see
+    check_resume_source)."""
+    from transformers import TrainerCallback
+
+    class MarkCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                atomic_write_text(folder / RUN_MARKER, json.dumps({"fingerprint": fingerprint}) + "\n")
+
+    return MarkCheckpoints()
 
 
 def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
