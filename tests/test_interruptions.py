@@ -16,7 +16,7 @@ from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM
 
 from toyllm.args import parse_recipe_args
-from toyllm.checkpoint import MARKER
+from toyllm.checkpoint import MARKER, RUN_MARKER
 from toyllm.demo import run_demo
 from toyllm.errors import UserError
 from toyllm.model import build_random_checkpoint, load_weights
@@ -38,7 +38,8 @@ def test_killed_pretraining_resumes_to_the_same_loss(tmp_path):
 
     process = subprocess.Popen([*command, "--output_dir", str(killed)], cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "checkpoint-100" / "trainer_state.json").exists():
+    # the fingerprint file goes in last (written on save, renamed into place): checkpoint-100 is whole by then
+    while not (killed / "checkpoint-100" / RUN_MARKER).exists():
         assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
