@@ -131,6 +131,14 @@ def test_compare_rejects_bad_models(micro, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--model", f"a={tmp_path / 'nope'}", "--eval", eval_file, "--output-dir", str(tmp_path)])
     assert exit_info.value.code == 2 and "is not a folder" in capsys.readouterr().err
+    oz_eval = str(
+        REPO / "tests" / "data" / "oz" / "eval.jsonl"
+    )  # another story's words: the Alice vocabulary lacks them
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--model", f"a={micro}", "--eval", oz_eval, "--output-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error: a: " in err and "words not in the vocabulary" in err
+    assert not (tmp_path / "c").exists()
 
 
 def test_recipe_command_runs_a_shipped_yaml_by_its_short_name(micro, tmp_path):

@@ -223,6 +223,13 @@ def test_model_card_command_hides_a_token_passed_on_the_command_line(monkeypatch
     assert command == "python recipes/sft.py --hub_token '***' '--hub_token=***'"
 
 
+def test_model_card_command_of_a_two_process_run_keeps_the_process_count(monkeypatch):
+    """Re-running a DDP card's command without --num_processes would halve the global batch."""
+    monkeypatch.setattr(sys, "argv", ["recipes/sft.py", "--config", "recipes/toy/sft.yaml"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert recipe_command() == "accelerate launch --num_processes 2 recipes/sft.py --config recipes/toy/sft.yaml"
+
+
 def test_recipe_push_to_hub_offline_trains_first_and_fails_in_one_line_at_the_end(checkpoint, token, tmp_path,
                                                                                     monkeypatch):  # fmt: skip
     """README: the push happens once, at the end. Without network the stage still trains and saves; the push is one

@@ -338,3 +338,21 @@ def test_recipe_with_unknown_key_exits_2_before_loading_anything(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("unknown key 'lerning_rate' (did you mean 'learning_rate'?)")
+
+
+def test_eval_split_labels_must_match_the_flashcards(tmp_path):
+    folder = tmp_path / "story"
+    shutil.copytree(ALICE, folder)
+    rows = [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()]
+    trained = next(i for i, row in enumerate(rows) if row["split"] == "trained")
+    held_out = next(i for i, row in enumerate(rows) if row["split"] == "held_out")
+    rows[trained]["split"], rows[held_out]["split"] = "held_out", "trained"
+    (folder / "eval.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UserError) as error:
+        check_data_folder(folder)
+    assert error.value.problems == [
+        f"{folder / 'eval.jsonl'}:{trained + 1}: split: 'held_out', but sft.jsonl teaches "
+        f"{rows[trained]['prompt']!r}; call it 'trained'",
+        f"{folder / 'eval.jsonl'}:{held_out + 1}: split: 'trained', but no flashcard of sft.jsonl asks "
+        f"{rows[held_out]['prompt']!r}",
+    ]

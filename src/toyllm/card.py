@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def redact_secrets(argv: list[str]) -> list[str]:
 def recipe_command() -> str:
     """The command that launched this process, as a user would type it again (tokens left out)."""
     argv = redact_secrets(sys.argv)
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    if processes > 1 and argv and argv[0].endswith(".py"):  # the global batch depends on it: say how it was launched
+        return shlex.join(["accelerate", "launch", "--num_processes", str(processes), *argv])
     return shlex.join(["python", *argv]) if argv and argv[0].endswith(".py") else shlex.join(argv)
 
 

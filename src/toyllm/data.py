@@ -9,7 +9,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from toyllm.data_checks import as_messages, check_against_tokenizer, read_rows
+from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
 from toyllm.stages import DataKind
 
@@ -102,9 +102,30 @@ def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, di
             rows[kind] = read_rows(data_dir / file_name, kind)
         except UserError as error:
             problems += error.problems
+    problems += _eval_split_problems(data_dir / DATA_FILES["eval"], rows["eval"], rows["sft"])
     if problems:
         raise UserError(problems)
     return rows
+
+
+def _eval_split_problems(path: Path, eval_rows: list, sft_rows: list) -> list[str]:
+    """An eval row's split must say the truth about the flashcards: `trained` questions are asked in sft.jsonl,
+    `held_out` and `unseen` ones are not (else the story's held-out numbers would measure memory)."""
+
+    def key(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    taught = {
+        key(last_content(r["messages"][:-1]) if "messages" in r else last_content(r["prompt"])) for _, r in sft_rows
+    }
+    problems = []
+    for line, row in eval_rows:
+        question, split = key(last_content(row["prompt"])), row["split"]
+        if split == "trained" and question not in taught:
+            problems.append(f"{path}:{line}: split: 'trained', but no flashcard of sft.jsonl asks {question!r}")
+        elif split != "trained" and question in taught:
+            problems.append(f"{path}:{line}: split: '{split}', but sft.jsonl teaches {question!r}; call it 'trained'")
+    return problems
 
 
 def _message_texts(value) -> Iterator[str]:

@@ -233,6 +233,26 @@ def evaluate_and_report(
     return metrics, format_comparison(stages, responses), report
 
 
+def check_eval_fits(folders: dict[str, str | Path], eval_file: str | Path) -> None:
+    """Every checkpoint's vocabulary knows every word of the eval file (else its perplexity and answers are about
+    [UNK]s: an Alice model on another story's questions scored 1947.95), one line per problem, before any model
+    loads."""
+    from transformers import AutoTokenizer
+
+    from toyllm.data_checks import check_against_tokenizer, read_rows
+
+    rows = read_rows(eval_file, "eval")
+    problems = []
+    for name, folder in folders.items():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        try:
+            check_against_tokenizer(eval_file, "eval", rows, tokenizer, tokenizer.model_max_length)
+        except UserError as error:
+            problems += [f"{name}: {problem}" for problem in error.problems]
+    if problems:
+        raise UserError(problems)
+
+
 def run_compare(
     models: dict[str, str | Path],
     eval_file: str | Path,
@@ -246,6 +266,7 @@ def run_compare(
         raise UserError(missing)
     if not Path(eval_file).is_file():
         raise UserError(f"{eval_file}: no such eval file")
+    check_eval_fits(folders, eval_file)
     stage_dirs = dict(models)
     if reward_model_dir is not None and "reward" not in stage_dirs:
         stage_dirs["reward"] = reward_model_dir  # its training curve belongs in the report too
