@@ -102,7 +102,9 @@ def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, di
             rows[kind] = read_rows(data_dir / file_name, kind)
         except UserError as error:
             problems += error.problems
-    problems += _eval_split_problems(data_dir / DATA_FILES["eval"], rows["eval"], rows["sft"])
+    if problems:
+        raise UserError(problems)
+    problems = _eval_split_problems(data_dir / DATA_FILES["eval"], rows["eval"], rows["sft"])  # rows now well formed
     if problems:
         raise UserError(problems)
     return rows
