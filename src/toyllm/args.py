@@ -221,6 +221,9 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
     config = check_config_file(config_path, dataclass_types) if config_path else {}
     if "bf16" not in config and not any(a == "--bf16" or a.startswith("--bf16=") for a in args):
         args = ["--bf16", str(bf16_supported())] + args
+    pin_set = "dataloader_pin_memory" in config or any(a.startswith("--dataloader_pin_memory") for a in args)
+    if not pin_set and not torch.cuda.is_available():  # torch warns on every DataLoader that pins with no GPU
+        args = ["--dataloader_pin_memory", "false"] + args
     check_flags(args, dataclass_types)
     try:
         parsed = tuple(_Parser(dataclass_types).parse_args_and_config(args))

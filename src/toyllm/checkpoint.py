@@ -33,6 +33,7 @@ UNTRACKED_FIELDS = {
     "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "save_steps", "save_total_limit",
     "from_scratch",  # the random checkpoint it builds has a fingerprint of its own, read through model_name_or_path
     "gold_data_dir",  # PPO's greedy gold check: logged, it changes nothing trained
+    "dataloader_pin_memory",  # off where there is no GPU to pin for: the same stage either way
 }  # fmt: skip
 MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
 RUN_MARKER = "toyllm_run.json"  # in each checkpoint-N: the fingerprint of the config that made it
