@@ -229,12 +229,12 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
         parsed = tuple(_Parser(dataclass_types).parse_args_and_config(args))
     except ValueError as error:  # TrlParser's own checks, e.g. a config class rejecting a value
         raise UserError(f"{config_path or 'arguments'}: {error}") from None
+    built_first = any(getattr(o, "from_scratch", False) for o in parsed)  # pretrain builds its model, then reads it
     for obj in parsed:
         for name in SHIPPED_PATH_FIELDS:
             if hasattr(obj, name):
                 setattr(obj, name, shipped_path(getattr(obj, name)))
         check_supported(obj)
-        built_first = any(getattr(o, "from_scratch", False) for o in parsed)  # pretrain builds it, then reads it
         if hasattr(obj, "model_name_or_path") and not built_first:
             check_model_path("model_name_or_path", obj.model_name_or_path)
         if getattr(obj, "reward_model_path", None):

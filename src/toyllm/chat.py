@@ -10,6 +10,7 @@ from typing import TextIO
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
+from toyllm.data_checks import unknown_words
 from toyllm.errors import UserError
 from toyllm.evaluate import chat_prompts
 from toyllm.model import load_weights
@@ -98,12 +99,7 @@ def fit_history(model, tokenizer, messages: list[dict], max_new_tokens: int) -> 
 
 def warn_unknown_words(tokenizer, text: str, stream: TextIO | None = None) -> None:
     """Words the vocabulary lacks become the unknown token: name them, in one line, before the answer."""
-    if tokenizer.unk_token_id is None:
-        return
-    unk = tokenizer.unk_token_id
-    unknown = [
-        w.strip(string.punctuation) for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]
-    ]
+    unknown = [word.strip(string.punctuation) for word in unknown_words(tokenizer, text)]
     if unknown:
         print(f"note: not in the model's vocabulary, read as {tokenizer.unk_token}: {', '.join(unknown)}",
               file=stream or sys.stderr)  # fmt: skip

@@ -69,16 +69,21 @@ def read_marker(folder: str | Path) -> dict | None:
         return None
 
 
+def files_digest(paths, digest=None):
+    """A sha256 over each file's name and bytes, in the given order (continuing `digest` when given)."""
+    digest = digest or hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode() + Path(path).read_bytes())
+    return digest
+
+
 def _input_identity(key: str, value: str) -> str:
     """What a stage's input is, independent of where it lies: a file's content, a checkpoint's own fingerprint."""
     path = Path(value)
     if key == "dataset_name" and path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if key in {"data_dir", "toy_config_dir"} and path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in path.iterdir() if p.is_file()):
-            digest.update(file.name.encode() + file.read_bytes())
-        return digest.hexdigest()
+        return files_digest(sorted(p for p in path.iterdir() if p.is_file())).hexdigest()
     marker = read_marker(path) if key in {"model_name_or_path", "reward_model_path"} else None
     return marker["fingerprint"] if marker else value
 

@@ -19,10 +19,9 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def run_label(args: argparse.Namespace) -> None:
     from toyllm.feedback import SAMPLES_PER_PROMPT, label_round
-
-    args.samples = args.samples or SAMPLES_PER_PROMPT
     from toyllm.resources import default_data_dir
 
+    args.samples = args.samples or SAMPLES_PER_PROMPT
     data_dir = args.data_dir or default_data_dir()
     pairs, judge_data = label_round(args.policy, data_dir, args.round, args.output_dir, args.samples, args.seed,
                                     overwrite=args.overwrite)  # fmt: skip

@@ -239,6 +239,14 @@ def rendered_lengths(kind: DataKind, row: dict, tokenizer) -> list[int]:
     return [len(tokenizer.apply_chat_template(c)["input_ids"]) for c in conversations]
 
 
+def unknown_words(tokenizer, text: str) -> list[str]:
+    """The words of `text` that the tokenizer reads as its unknown token (none when it has no such token)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    return [word for word in text.split() if unk in tokenizer(word, add_special_tokens=False)["input_ids"]]
+
+
 def check_against_tokenizer(
     path: str | Path,
     kind: DataKind,
@@ -269,7 +277,7 @@ def check_against_tokenizer(
             if key not in row:
                 continue
             for suffix, text in _texts(row[key]):
-                unknown = [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+                unknown = unknown_words(tokenizer, text)
                 if unknown:
                     problems.append(
                         f"{path}:{line}: {key}{suffix}: words not in the vocabulary: {', '.join(unknown)} "

@@ -21,7 +21,7 @@ from transformers import (
 )
 from trl import ModelConfig, get_quantization_config
 
-from toyllm.checkpoint import is_finished, write_marker
+from toyllm.checkpoint import files_digest, is_finished, write_marker
 from toyllm.data import DATA_FILES
 from toyllm.errors import UserError
 from toyllm.tokenizer import train_word_level_tokenizer
@@ -64,10 +64,8 @@ def build_random_checkpoint(
 
 def random_fingerprint(data_dir: str | Path, toy_config_dir: str | Path, seed: int) -> str:
     """What the random stage is made of: every data file (the vocabulary), the model's spec and the seed."""
-    digest = hashlib.sha256(f"seed={seed}".encode())
-    for path in [*(Path(data_dir) / f for f in DATA_FILES.values()), *sorted(Path(toy_config_dir).iterdir())]:
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+    files = [*(Path(data_dir) / f for f in DATA_FILES.values()), *sorted(Path(toy_config_dir).iterdir())]
+    return files_digest(files, hashlib.sha256(f"seed={seed}".encode())).hexdigest()
 
 
 def build_random_stage(

@@ -124,9 +124,9 @@ def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name
     from trl.chat_template_utils import get_training_chat_template
     from trl.data_utils import is_conversational
 
-    if not training_args.assistant_only_loss or not is_conversational(datasets[0][0]):
-        return datasets
     first = datasets[0][0]
+    if not training_args.assistant_only_loss or not is_conversational(first):
+        return datasets
     conversation = first["messages"] if "messages" in first else first["prompt"] + first["completion"]
     try:  # None where the markers are there, TRL's patch where it knows the family, ValueError otherwise
         template = get_training_chat_template(tokenizer)
