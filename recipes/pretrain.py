@@ -14,7 +14,7 @@ from trl import ModelConfig
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
-from toyllm.data import load_splits
+from toyllm.data import load_splits, pack_text
 from toyllm.errors import exit_on_user_error
 from toyllm.model import build_random_stage, context_length, load_causal_lm
 from toyllm.stages import STAGE
@@ -28,6 +28,10 @@ class PretrainScriptArguments(RecipeArguments):
     from_scratch: bool = field(default=False, metadata={"help": "Build tokenizer + random model first."})
     toy_config_dir: str = field(default="toy_config", metadata={"help": "Architecture and tokenizer spec."})
     data_dir: str = field(default="data", metadata={"help": "Folder whose text the vocabulary is trained on."})
+    block_size: int | None = field(
+        default=None, metadata={"help": "Pack the sentences into rows of this many tokens (None: one per row)."}
+    )
+    packed_copies: int = field(default=1, metadata={"help": "Shuffled copies of the text packed (with block_size)."})
 
 
 ARGUMENT_TYPES = (PretrainScriptArguments, TrainingArguments, ModelConfig)
@@ -58,6 +62,9 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
         return tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)
 
     train_dataset = train_dataset.map(tokenize, remove_columns=train_dataset.column_names)
+    if script_args.block_size:
+        block_size = min(script_args.block_size, max_length)
+        train_dataset = pack_text(train_dataset, block_size, script_args.packed_copies, training_args.seed)
     if eval_dataset is not None:
         eval_dataset = eval_dataset.map(tokenize, remove_columns=eval_dataset.column_names)
 

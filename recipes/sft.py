@@ -15,7 +15,7 @@ from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
-from toyllm.data import load_splits
+from toyllm.data import load_data, load_splits, mix_pretraining_text
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.stages import STAGE
@@ -25,6 +25,12 @@ from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 @dataclass
 class SFTScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/sft.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
+    ptx_dataset_name: str | None = field(
+        default=None, metadata={"help": "Pretraining text ({'text'} rows) to mix into SFT as answers to no question."}
+    )
+    ptx_fraction: float = field(
+        default=0.5, metadata={"help": "The share of the mixed rows that are pretraining text."}
+    )
 
 
 ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
@@ -50,6 +56,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
             "set assistant_only_loss: false (the loss then covers the completion)"
         )
+    if script_args.ptx_dataset_name:
+        texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
+        train_dataset = mix_pretraining_text(train_dataset, texts, script_args.ptx_fraction, training_args.seed)
     train_dataset, eval_dataset = fit_loss_to_template(
         tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
     )

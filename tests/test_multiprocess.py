@@ -82,8 +82,11 @@ def test_stage_under_two_processes_matches_one(demo_run, tmp_path, stage, metric
 
     one, two = trainer_state(demo_dir / stage), trainer_state(tmp_path / stage)
     assert two["global_step"] == one["global_step"]  # two processes that ignore each other would double it
-    for key in ("train_loss", "loss"):
-        assert_close(last(two["log_history"], key), last(one["log_history"], key), f"{stage} {key}")
+    assert_close(last(two["log_history"], "train_loss"), last(one["log_history"], "train_loss"), f"{stage} train_loss")
+    # The final loss over the last five logs: SFT mixes flashcards (loss ~0.01) with pretraining sentences (~0.5), so
+    # one logged step's loss depends on how that batch's rows split between the processes' token counts.
+    assert_close(*(statistics.mean([log["loss"] for log in state["log_history"] if "loss" in log][-5:])
+                   for state in (two, one)), f"{stage} loss")  # fmt: skip
     if metric:
         assert abs(last(two["log_history"], metric) - last(one["log_history"], metric)) <= 0.1
     assert (tmp_path / stage / "model.safetensors").is_file()

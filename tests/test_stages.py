@@ -74,7 +74,7 @@ def test_slurm_script_reads_its_stage_names_from_the_table():
 
 
 @pytest.mark.parametrize(
-    "stage, rows, steps", [("dpo", 303, -1), ("dpo", 31, 150), ("reward", 30, 300), ("sft", 8, 160)]
+    "stage, rows, steps", [("dpo", 303, -1), ("dpo", 31, 150), ("reward", 30, 300), ("sft", 8, 500)]
 )
 def test_small_data_gets_at_least_min_steps(stage, rows, steps, tmp_path):
     """An epoch schedule tuned on Alice's 303 pairs gives a 31-pair story 16 DPO steps: min_steps stretches it."""
@@ -89,3 +89,34 @@ def test_small_data_gets_at_least_min_steps(stage, rows, steps, tmp_path):
     script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, [*args, "--max_steps", "7"])
     fit_schedule(script_args, training_args, rows)
     assert training_args.max_steps == 7  # an explicit max_steps wins
+
+
+def test_packed_pretraining_reads_each_sentence_at_many_positions():
+    """Packing puts a sentence at a new offset in each shuffled copy: the completer is not tied to positions 1-10."""
+    from datasets import Dataset
+
+    from toyllm.data import pack_text
+
+    sentences = [[1, 10 + n, 20 + n, 2] for n in range(9)]  # [BOS] two words [EOS]
+    packed = pack_text(Dataset.from_dict({"input_ids": sentences}), block_size=8, copies=5, seed=0)
+    rows = packed["input_ids"]
+    assert all(len(row) == 8 for row in rows[:-1]) and sum(map(len, rows)) == 9 * 4 * 5
+    offsets = {row.index(14) for row in rows if 14 in row}
+    assert len(offsets) > 1
+
+
+def test_pretraining_mix_pairs_no_question_with_a_sentence():
+    from datasets import Dataset
+
+    from toyllm.data import mix_pretraining_text
+
+    cards = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"q{n}"}], "completion": [{"role": "assistant", "content": f"a{n}"}]}
+         for n in range(3)]
+    )  # fmt: skip
+    texts = Dataset.from_list([{"text": f"sentence {n}"} for n in range(7)])
+    mixed = mix_pretraining_text(cards, texts, 0.5, seed=0)["messages"]
+    answers_to_questions = {m[-1]["content"] for m in mixed if m[0]["role"] == "user"}
+    alone = {m[0]["content"] for m in mixed if len(m) == 1}
+    assert answers_to_questions == {"a0", "a1", "a2"}
+    assert alone == {f"sentence {n}" for n in range(7)}

@@ -199,7 +199,7 @@ def check_flags(args: list[str], dataclass_types: tuple) -> None:
 
 
 # Paths the shipped YAMLs name relative to a checkout; found in the installed package when not in this folder.
-SHIPPED_PATH_FIELDS = ("dataset_name", "toy_config_dir", "data_dir", "gold_data_dir")
+SHIPPED_PATH_FIELDS = ("dataset_name", "ptx_dataset_name", "toy_config_dir", "data_dir", "gold_data_dir")
 
 
 def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> tuple:

@@ -80,7 +80,7 @@ def files_digest(paths, digest=None):
 def _input_identity(key: str, value: str) -> str:
     """What a stage's input is, independent of where it lies: a file's content, a checkpoint's own fingerprint."""
     path = Path(value)
-    if key == "dataset_name" and path.is_file():
+    if key in {"dataset_name", "ptx_dataset_name"} and path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if key in {"data_dir", "toy_config_dir"} and path.is_dir():
         return files_digest(sorted(p for p in path.iterdir() if p.is_file())).hexdigest()

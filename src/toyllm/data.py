@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, concatenate_datasets, interleave_datasets, load_dataset
 
 from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
@@ -84,6 +84,41 @@ def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluat
             "set eval_strategy: no, or give a Hub dataset that has one"
         )
     return train, load_data(name, kind, tokenizer, max_length, split=script_args.dataset_test_split, **options)
+
+
+def pack_text(dataset: Dataset, block_size: int, copies: int, seed: int) -> Dataset:
+    """Pre-training's packing (run_clm's `group_texts`, TRL's "wrapped" strategy) over `copies` seeded shuffles of the
+    tokenized sentences ([BOS] words [EOS] each): one stream cut into rows of `block_size` tokens, so each sentence is
+    read at `copies` different positions. One sentence per row teaches the completer positions 1 to ~10 only, and a
+    chat answer starts later: SFT then learns answering from scratch instead of reusing the completer. Packing the
+    dataset (not each batch) keeps the rows the same however many processes share them."""
+    from trl.data_utils import pack_dataset
+
+    shuffled = concatenate_datasets([dataset.shuffle(seed=seed + n) for n in range(copies)])
+    return pack_dataset(shuffled.select_columns(["input_ids"]), block_size, strategy="wrapped")
+
+
+def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: int) -> Dataset:
+    """InstructGPT's "ptx": the pretraining sentences mixed into SFT as answers to no question (an assistant message
+    alone), `fraction` of the rows, the smaller side repeated until both are used up. The flashcards teach the chat
+    format and their answers; the sentences keep the answer slot reading like the story, so an answer the flashcards
+    never taught stays within the policy's sampling reach for PPO to find. No question is paired with a sentence."""
+    if not 0 < fraction < 1:
+        raise UserError(f"ptx_fraction: {fraction}; the share of pretraining rows lies strictly between 0 and 1")
+
+    if "messages" not in chats.column_names:  # a chat template renders no empty prompt: one `messages` list instead
+        chats = chats.map(
+            lambda row: {"messages": row["prompt"] + row["completion"]}, remove_columns=["prompt", "completion"]
+        )
+    answers = texts.map(
+        lambda row: {"messages": [{"role": "assistant", "content": row["text"]}]}, remove_columns=texts.column_names
+    )
+    for column in set(chats.column_names) - set(answers.column_names):  # e.g. a `tools` column: empty for these
+        answers = answers.add_column(column, [None] * len(answers))
+    answers = answers.cast(chats.features)
+    return interleave_datasets(
+        [chats, answers], probabilities=[1 - fraction, fraction], seed=seed, stopping_strategy="all_exhausted"
+    )
 
 
 def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, dict]]]:

@@ -52,6 +52,8 @@ def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> 
         args += ["--reward_model_path", str(output_dir / round_name(row.judge, round_number))]
     if base == "ppo":
         args += ["--gold_data_dir", str(data_dir)]
+    if base == "sft":  # the story's own sentences are SFT's pretraining mix (ptx_dataset_name in sft.yaml)
+        args += ["--ptx_dataset_name", str(data_dir / DATA_FILES["pretrain"])]
     return args
 
 

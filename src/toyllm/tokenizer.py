@@ -158,4 +158,5 @@ def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name
 
 
 def _to_prompt_completion(row: dict) -> dict:
-    return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
+    # A row that is an answer alone (SFT's pretraining mix) gets an empty question: no template renders no messages.
+    return {"prompt": row["messages"][:-1] or [{"role": "user", "content": ""}], "completion": row["messages"][-1:]}
