@@ -168,6 +168,7 @@ def test_launch_slurm_on_two_nodes(demo_run, tmp_path):
         "--model_name_or_path", str(demo_dir / "random"), "--from_scratch", "false",
         "--dataset_name", str(ALICE / "pretrain.jsonl"),
         "--output_dir", str(output_dir), "--num_train_epochs", "5", "--save_strategy", "no",
+        "--block_size", "0", "--per_device_train_batch_size", "16",  # unpacked: one sentence per row
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     logs = "".join(path.read_text()[-2000:] for path in sorted(tmp_path.glob("node*.log")))
