@@ -115,8 +115,8 @@ def test_pretraining_mix_pairs_no_question_with_a_sentence():
          for n in range(3)]
     )  # fmt: skip
     texts = Dataset.from_list([{"text": f"sentence {n}"} for n in range(7)])
-    mixed = mix_pretraining_text(cards, texts, 0.5, seed=0)["messages"]
-    answers_to_questions = {m[-1]["content"] for m in mixed if m[0]["role"] == "user"}
-    alone = {m[0]["content"] for m in mixed if len(m) == 1}
+    mixed = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0)]
+    answers_to_questions = {m[-1]["content"] for m in mixed if m[0]["content"]}
+    alone = {m[1]["content"] for m in mixed if m[0] == {"role": "user", "content": ""}}
     assert answers_to_questions == {"a0", "a1", "a2"}
     assert alone == {f"sentence {n}" for n in range(7)}

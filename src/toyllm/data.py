@@ -99,20 +99,21 @@ def pack_text(dataset: Dataset, block_size: int, copies: int, seed: int) -> Data
 
 
 def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: int) -> Dataset:
-    """InstructGPT's "ptx": the pretraining sentences mixed into SFT as answers to no question (an assistant message
-    alone), `fraction` of the rows, the smaller side repeated until both are used up. The flashcards teach the chat
+    """InstructGPT's "ptx": the pretraining sentences mixed into SFT as answers to no question (an empty user turn),
+    `fraction` of the rows, the smaller side repeated until both are used up. The flashcards teach the chat
     format and their answers; the sentences keep the answer slot reading like the story, so an answer the flashcards
     never taught stays within the policy's sampling reach for PPO to find. No question is paired with a sentence."""
     if not 0 < fraction < 1:
         raise UserError(f"ptx_fraction: {fraction}; the share of pretraining rows lies strictly between 0 and 1")
 
-    if "messages" not in chats.column_names:  # a chat template renders no empty prompt: one `messages` list instead
-        chats = chats.map(
-            lambda row: {"messages": row["prompt"] + row["completion"]}, remove_columns=["prompt", "completion"]
-        )
-    answers = texts.map(
-        lambda row: {"messages": [{"role": "assistant", "content": row["text"]}]}, remove_columns=texts.column_names
-    )
+    def as_answer(row: dict) -> dict:
+        # An empty user turn first: real chat templates refuse a conversation that does not start with the user.
+        question, answer = [{"role": "user", "content": ""}], [{"role": "assistant", "content": row["text"]}]
+        if "messages" in chats.column_names:
+            return {"messages": question + answer}
+        return {"prompt": question, "completion": answer}
+
+    answers = texts.map(as_answer, remove_columns=texts.column_names)
     for column in set(chats.column_names) - set(answers.column_names):  # e.g. a `tools` column: empty for these
         answers = answers.add_column(column, [None] * len(answers))
     answers = answers.cast(chats.features)

@@ -158,5 +158,4 @@ def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name
 
 
 def _to_prompt_completion(row: dict) -> dict:
-    # A row that is an answer alone (SFT's pretraining mix) gets an empty question: no template renders no messages.
-    return {"prompt": row["messages"][:-1] or [{"role": "user", "content": ""}], "completion": row["messages"][-1:]}
+    return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
