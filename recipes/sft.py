@@ -32,6 +32,10 @@ class SFTScriptArguments(RecipeArguments):
         default=0.5, metadata={"help": "The share of the mixed rows that are pretraining text."}
     )
 
+    def __post_init__(self):  # refused while parsing, before any model is loaded
+        if not 0 < self.ptx_fraction < 1:
+            raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
+
 
 ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
 

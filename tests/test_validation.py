@@ -356,3 +356,9 @@ def test_eval_split_labels_must_match_the_flashcards(tmp_path):
         f"{folder / 'eval.jsonl'}:{held_out + 1}: split: 'trained', but no flashcard of sft.jsonl asks "
         f"{rows[held_out]['prompt']!r}",
     ]
+
+
+def test_a_bad_ptx_fraction_is_refused_while_parsing_and_blamed_on_the_command_line():
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--ptx_fraction", "1.5"]
+    with pytest.raises(UserError, match=r"^arguments: ptx_fraction: 1.5; the share of pretraining rows lies between"):
+        parse_recipe_args(sft.ARGUMENT_TYPES, args)

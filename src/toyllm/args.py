@@ -228,7 +228,9 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
     try:
         parsed = tuple(_Parser(dataclass_types).parse_args_and_config(args))
     except ValueError as error:  # TrlParser's own checks, e.g. a config class rejecting a value
-        raise UserError(f"{config_path or 'arguments'}: {error}") from None
+        named = str(error).split(":")[0]  # our own checks start with the field's name: blame where it was given
+        given_here = any(a == f"--{named}" or a.startswith(f"--{named}=") for a in args)
+        raise UserError(f"{'arguments' if given_here or not config_path else config_path}: {error}") from None
     built_first = any(getattr(o, "from_scratch", False) for o in parsed)  # pretrain builds its model, then reads it
     for obj in parsed:
         for name in SHIPPED_PATH_FIELDS:

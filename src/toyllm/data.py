@@ -103,15 +103,12 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
     `fraction` of the rows, the smaller side repeated until both are used up. The flashcards teach the chat
     format and their answers; the sentences keep the answer slot reading like the story, so an answer the flashcards
     never taught stays within the policy's sampling reach for PPO to find. No question is paired with a sentence."""
-    if not 0 < fraction < 1:
-        raise UserError(f"ptx_fraction: {fraction}; the share of pretraining rows lies strictly between 0 and 1")
+    conversational = "messages" in chats.column_names
 
     def as_answer(row: dict) -> dict:
         # An empty user turn first: real chat templates refuse a conversation that does not start with the user.
         question, answer = [{"role": "user", "content": ""}], [{"role": "assistant", "content": row["text"]}]
-        if "messages" in chats.column_names:
-            return {"messages": question + answer}
-        return {"prompt": question, "completion": answer}
+        return {"messages": question + answer} if conversational else {"prompt": question, "completion": answer}
 
     answers = texts.map(as_answer, remove_columns=texts.column_names)
     for column in set(chats.column_names) - set(answers.column_names):  # e.g. a `tools` column: empty for these
