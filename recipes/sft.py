@@ -33,6 +33,7 @@ class SFTScriptArguments(RecipeArguments):
     )
 
     def __post_init__(self):  # refused while parsing, before any model is loaded
+        super().__post_init__()
         if not 0 < self.ptx_fraction < 1:
             raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
 

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ALICE, OZ, REPO, logged, read_jsonl
-from toyllm.recipes import pretrain, sft
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from toyllm.recipes import dpo, pretrain, sft
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from toyllm.args import parse_recipe_args
 from toyllm.errors import UserError
 from toyllm.evaluate import greedy_answers
 from toyllm.model import build_random_stage
+from toyllm.ppo import rollout_threads
 from toyllm.stages import RECIPES
 
 
@@ -89,3 +90,78 @@ def test_pretrain_from_scratch_never_rebuilds_another_storys_random_checkpoint(t
     with pytest.raises(UserError, match="holds a finished random checkpoint made from a different config"):
         pretrain.main(*parse_recipe_args(pretrain.ARGUMENT_TYPES, args))
     assert (random_dir / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("stage", "args"),
+    [
+        ("pretrain", ["--model_name_or_path", "{demo}/random", "--from_scratch", "false", "--max_steps", "3"]),
+        (
+            "ppo",
+            ["--model_name_or_path", "{demo}/sft", "--reward_model_path", "{demo}/reward", "--total_episodes", "16"],
+        ),
+        ("dpo", ["--model_name_or_path", "{demo}/sft", "--max_steps", "2", "--min_steps", "0"]),
+    ],
+)
+def test_a_recipe_run_shows_its_training_bar_and_no_library_noise(demo_run, stage, args, tmp_path):
+    """What a user reads from `toyllm <stage>`: the Trainer's progress bar, and none of transformers' or TRL's
+    deprecation warnings, `loss_type=None` notice or loading and shard-writing bars."""
+    demo_dir, _ = demo_run
+    command = [sys.executable, "-m", "toyllm.cli", stage, "--config", f"recipes/toy/{stage}.yaml",
+               "--output_dir", str(tmp_path / stage), *(a.format(demo=demo_dir) for a in args)]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for noise in ("Warning", "warnings.warn", "deprecated", "loss_type", "Loading weights", "Writing model shards",
+                  "examples/s]"):  # fmt: skip
+        assert noise not in output, f"{noise!r} in:\n{output[-3000:]}"
+    assert "it/s]" in result.stderr  # the training bar
+
+
+def test_a_jsonl_file_is_evaluated_during_training_on_a_held_out_share(demo_run, tmp_path):
+    """`--eval_strategy steps --test_split_size 0.25`: a data folder's JSONL has no test split, so a fixed quarter of
+    its rows is held out of training and evaluated every eval_steps."""
+    demo_dir, _ = demo_run
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
+            "--dataset_name", str(ALICE / "sft.jsonl"), "--ptx_dataset_name", str(ALICE / "pretrain.jsonl"),
+            "--output_dir", str(tmp_path / "sft"), "--max_steps", "10", "--eval_strategy", "steps",
+            "--eval_steps", "5", "--test_split_size", "0.25"]  # fmt: skip
+    sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))
+    assert sorted(logged(tmp_path / "sft", "eval_loss")) == [5, 10]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--test_split_size", "0.2"], r"^test_split_size: 0.2 holds rows out of training .* eval_strategy is 'no'"),
+        (
+            ["--eval_strategy", "steps"],
+            r"^eval_strategy: .*sft.jsonl is a JSONL file with no 'test' split .* "
+            r"set test_split_size",
+        ),
+        (["--eval_strategy", "steps", "--test_split_size", "13"], r"^test_split_size: 13.0 leaves no rows to train"),
+    ],
+)
+def test_an_eval_split_that_cannot_be_made_is_one_line(demo_run, tmp_path, extra, message):
+    demo_dir, _ = demo_run
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
+            "--dataset_name", str(ALICE / "sft.jsonl"), "--output_dir", str(tmp_path / "sft"), *extra]  # fmt: skip
+    with pytest.raises(UserError, match=message):
+        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))
+    assert not (tmp_path / "sft" / "model.safetensors").exists()
+
+
+def test_a_bad_test_split_size_is_refused_while_parsing():
+    args = ["--config", str(REPO / "recipes/toy/dpo.yaml"), "--test_split_size", "2.5"]
+    with pytest.raises(UserError, match=r"^arguments: test_split_size: 2.5; a share between 0 and 1, or a whole"):
+        parse_recipe_args(dpo.ARGUMENT_TYPES, args)
+
+
+def test_a_toy_ppo_rolls_out_on_one_thread_unless_the_user_says_otherwise(monkeypatch):
+    toy = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=64))
+    larger = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=512, n_head=8, vocab_size=8192, n_positions=64))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert rollout_threads(toy, 8) == 1 and rollout_threads(larger, 8) == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert rollout_threads(toy, 8) == 8

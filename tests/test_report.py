@@ -157,6 +157,18 @@ def test_training_plot_series(stage_dirs):
     assert lines_by_panel(plot_ppo(long_run)) == {"judge's score": 2, "KL to the SFT model": 2}
 
 
+def test_ppo_runs_scored_by_different_judges_never_share_a_score_axis():
+    """`toyllm compare --model ppo=... --model ppo-2=...`: each PPO trained against its own judge, whose scores are
+    on unrelated scales. The scores get a panel each; the KL, on one scale for all, stays on one panel."""
+    histories = {
+        "ppo": steps(10, objective__scores=lambda s: s, objective__kl=lambda s: s / 10),
+        "ppo-2": steps(10, objective__scores=lambda s: 100 - s, objective__kl=lambda s: s / 20),
+    }
+    assert lines_by_panel(plot_ppo(histories)) == {
+        "judge's score: ppo (its own judge)": 1, "judge's score: ppo-2 (its own judge)": 1, "KL to the SFT model": 2,
+    }  # fmt: skip
+
+
 def test_plots_tolerate_missing_keys_and_files(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "trainer_state.json").write_text("{not json")

@@ -28,6 +28,7 @@ from trl import ScriptArguments, TrlParser
 from toyllm.checkpoint import resolve_resume
 from toyllm.errors import UserError
 from toyllm.model import bf16_supported
+from toyllm.quiet import silence_library_noise
 from toyllm.resources import shipped_path
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,20 @@ class RecipeArguments(ScriptArguments):
         default=0,
         metadata={"help": "At least this many optimizer steps: num_train_epochs is stretched when the data is small."},
     )
+    test_split_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this share of the rows (or, from 1 up, this many rows) as the eval split, for a dataset "
+            "without one, such as a JSONL file; evaluated with eval_strategy: steps (TRL's dataset mixtures' name)."
+        },
+    )
+
+    def __post_init__(self):  # refused while parsing, before any model is loaded
+        size = self.test_split_size
+        if size is not None and not (0 < size < 1 or (size >= 1 and size == int(size))):
+            raise ValueError(
+                f"test_split_size: {self.test_split_size}; a share between 0 and 1, or a whole number of rows"
+            )
 
 
 def fit_schedule(script_args: RecipeArguments, training_args: TrainingArguments, num_rows: int) -> None:
@@ -211,6 +226,7 @@ def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> 
     which fails on a CPU).
     """
     use_cpu_for_multi_process_without_gpu()
+    silence_library_noise()
     args = ["--resume_from_checkpoint" if a == "--resume" else a for a in (sys.argv[1:] if args is None else args)]
     if "--resume_from_checkpoint" in args:
         i = args.index("--resume_from_checkpoint")

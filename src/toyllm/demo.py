@@ -45,6 +45,7 @@ def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> 
         "--dataset_name", data,
         "--output_dir", str(output_dir / stage),
         "--seed", str(seed),
+        "--disable_tqdm", "true",  # the demo prints one line per stage; the stage's log keeps the loss lines
     ]  # fmt: skip
     if STAGE[row.starts_from].recipe is None:  # the random checkpoint is built (and timed) as a stage of its own
         args += ["--from_scratch", "false"]

@@ -24,6 +24,7 @@ from trl import ModelConfig, get_quantization_config
 from toyllm.checkpoint import files_digest, is_finished, write_marker
 from toyllm.data import DATA_FILES
 from toyllm.errors import UserError
+from toyllm.quiet import use_causal_lm_loss
 from toyllm.tokenizer import train_word_level_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def load_weights(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
 def load_causal_lm(
     path: str, model_args: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> PreTrainedModel:
-    model = load_weights(AutoModelForCausalLM, path, **model_init_kwargs(model_args))
+    model = use_causal_lm_loss(load_weights(AutoModelForCausalLM, path, **model_init_kwargs(model_args)))
     return model if tokenizer is None else fit_to_tokenizer(model, tokenizer)
 
 

@@ -129,33 +129,41 @@ def plot_training(histories: dict[str, list[dict]]) -> Figure | None:
 
 def plot_ppo(histories: dict[str, list[dict]]) -> Figure | None:
     """PPO per step: the judge's score, the KL to the reference, the entropy and the KL penalty; one line per PPO
-    stage."""
+    stage. Each PPO stage's score comes from the judge it trained against, and two judges' scales are unrelated, so
+    with several PPO stages every one gets a score panel of its own."""
     stages = [n for n in _ordered(histories) if _is_ppo(histories[n])]
-    keys = [key for key in PPO_KEYS if any(series(histories[n], key)[1] for n in stages)]
-    if not keys:
+    panels = []  # (key, title, stages drawn on it)
+    for key, title in PPO_KEYS.items():
+        drawn = [n for n in stages if series(histories[n], key)[1]]
+        if key == "objective/scores" and len(drawn) > 1:
+            panels += [(key, f"{title}: {n} (its own judge)", [n]) for n in drawn]
+        elif drawn:
+            panels.append((key, title, drawn))
+    if not panels:
         return None
-    cols = 1 if len(keys) == 1 else 2
-    rows = math.ceil(len(keys) / cols)
+    cols = 1 if len(panels) == 1 else 2
+    rows = math.ceil(len(panels) / cols)
     figure, axes = _new_figure(rows, cols, 2.5)
     figure.suptitle("PPO, per training step", fontsize=12)
-    for ax, key in zip(axes, keys):
-        for number, name in enumerate(stages):
+    for ax, (key, title, drawn) in zip(axes, panels):
+        for name in drawn:
+            number = stages.index(name)
             steps, values = series(histories[name], key)
-            prefix = f"{name}: " if len(stages) > 1 else ""
+            prefix = f"{name}: " if len(drawn) > 1 else ""
             if len(values) >= SMOOTH_FROM:  # a batch per step is noisy: the raw curve faint, its trend on top
                 window = max(5, len(values) // 20)
                 ax.plot(steps, values, color=f"C{number}", alpha=0.3, linewidth=0.8, label=f"{prefix}per step")
                 ax.plot(steps, moving_average(values, window), color=f"C{number}", linewidth=2,
                         label=f"{prefix}mean of {window} steps")  # fmt: skip
-            elif values:
+            else:
                 ax.plot(steps, values, color=f"C{number}", marker=".", label=f"{prefix}per step")
-        ax.set_title(f"{PPO_KEYS[key]}", fontsize=11)
+        ax.set_title(title, fontsize=11)
         ax.set_xlabel("training step")
         ax.set_ylabel(key.split("/", 1)[1].replace("_", " "))
         ax.grid(alpha=0.3)
         if len(ax.get_lines()) > 1:
             ax.legend(fontsize=7)
-    for ax in axes[len(keys) :]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return figure
 

@@ -38,7 +38,7 @@ class PPOTrainer(TRLPPOTrainer):
         super().log(logs, start_time)
 
     def train(self):
-        """TRL 1.12's PPO, with two workarounds around its training loop.
+        """TRL 1.12's PPO, with two workarounds around its training loop and a thread count.
 
         - LoRA under several processes: PPO's frozen reference is then the policy with its adapter disabled, and the
           loop reaches it as `model.policy` (in `train` and `null_ref_context`). Under DDP the model it holds is the
@@ -48,17 +48,21 @@ class PPOTrainer(TRLPPOTrainer):
           separate reference model; DeepSpeed's engine forwards the attribute.)
         - Speed: the loop calls `gc.collect()` twice per rollout; with transformers and TRL imported each scan costs
           ~0.2 s, far more than a toy rollout (83% of PPO's time, cProfile). Freezing the objects that exist before
-          training makes each collect scan only what training adds; they are unfrozen when training ends.
+          training makes each collect scan only what training adds; they are unfrozen when training ends. A toy
+          policy on a CPU trains on one intra-op thread (`rollout_threads`), restored afterwards.
         """
         wrapper = self.model
         aliased = not hasattr(wrapper, "policy")
         if aliased:
             object.__setattr__(wrapper, "policy", self.accelerator.unwrap_model(wrapper).policy)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(rollout_threads(self.accelerator.unwrap_model(wrapper).policy, threads))
         gc.freeze()
         try:
             return super().train()
         finally:
             gc.unfreeze()
+            torch.set_num_threads(threads)
             if aliased:
                 del wrapper.__dict__["policy"]
 
@@ -83,6 +87,22 @@ class PPOTrainer(TRLPPOTrainer):
             self.model = wrapped
         if self.accelerator.is_main_process and output_dir is not None:
             unwrapped.policy.generation_config.save_pretrained(output_dir)
+
+
+TOY_PARAMETERS = 5_000_000  # below this a CPU PPO runs on one intra-op thread (benchmarks/threads.py)
+
+
+def rollout_threads(policy, threads: int) -> int:
+    """PPO's intra-op thread count: one for a toy-sized policy on a CPU, unless `OMP_NUM_THREADS` says otherwise.
+
+    The toy's rollout is thousands of tiny ops (one token at a time, 64-wide); splitting each over threads gains
+    little when the machine is quiet and collapses beside other busy processes. benchmarks/threads.py, 512 episodes
+    on 2 cores: 119 episodes/s at 1 thread against 128 at 2 when quiet; 81 against 20 beside one busy neighbour;
+    37 against 5 beside two. A bigger model's matmuls do gain from threads, and a GPU run is not concerned.
+    """
+    if os.environ.get("OMP_NUM_THREADS") or next(policy.parameters()).device.type != "cpu":
+        return threads
+    return 1 if sum(p.numel() for p in policy.parameters()) < TOY_PARAMETERS else threads
 
 
 def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_size: int) -> None:

@@ -1,0 +1,48 @@
+"""Library messages that tell a toyllm user nothing, silenced narrowly: each filter names the message, the library
+release that prints it and why it is harmless. Installed once per process by `parse_recipe_args`, so every recipe
+and the demo's stages get them. Whoever upgrades transformers or TRL checks here whether each is still needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import datasets
+import transformers
+from transformers import PreTrainedModel
+from transformers.loss.loss_utils import LOSS_MAPPING
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+def silence_library_noise() -> None:
+    # Progress bars for training (the Trainer's, with `disable_tqdm: false`), none for loading weights, writing
+    # shards or mapping a dataset of toy size: transformers 5.x and datasets show those by default.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # TRL 1.12's PPOTrainer and its `disable_gradient_checkpointing` / `unwrap_model_for_generation` (PPO, DPO) read
+    # `model.is_gradient_checkpointing`, which transformers 5.x deprecated for `is_activation_checkpointing`.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # TRL 1.12's PPO rollout passes a GenerationConfig together with `return_dict_in_generate`/`output_scores`;
+    # transformers 5.x merges them as asked and only warns that the mix is deprecated.
+    generation = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _DropMessages) for f in generation.filters):
+        generation.addFilter(_DropMessages("Passing `generation_config` together with generation-related"))
+
+
+def use_causal_lm_loss(model: PreTrainedModel) -> PreTrainedModel:
+    """transformers 5.x picks a model's loss from its class name; GPT-2's `GPT2LMHeadModel` names none, so the first
+    forward warns "`loss_type=None` was set in the config but it is unrecognized" and falls back to ForCausalLM's
+    loss. Setting that same loss function keeps the loss bit-identical without the warning (setting `loss_type`
+    instead moved the toy's pretraining loss: 2.253 against 2.218 after one epoch)."""
+    if getattr(model, "loss_type", None) is None and "_loss_function" not in model.__dict__:
+        model.loss_function = LOSS_MAPPING["ForCausalLM"]
+    return model
