@@ -26,16 +26,25 @@ from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 class SFTScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/sft.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
     ptx_dataset_name: str | None = field(
-        default=None, metadata={"help": "Pretraining text ({'text'} rows) to mix into SFT as answers to no question."}
+        default=None, metadata={"help": "Pretraining text ({'text'} rows) to mix into SFT as answers to cue words."}
     )
     ptx_fraction: float = field(
         default=0.5, metadata={"help": "The share of the mixed rows that are pretraining text."}
+    )
+    ptx_cues: int = field(
+        default=4,
+        metadata={
+            "help": "Rows per pretraining sentence, each its answer to one of its own words drawn at random; "
+            "0: one row, the answer to an empty user turn."
+        },  # fmt: skip
     )
 
     def __post_init__(self):  # refused while parsing, before any model is loaded
         super().__post_init__()
         if not 0 < self.ptx_fraction < 1:
             raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
+        if self.ptx_cues < 0:
+            raise ValueError(f"ptx_cues: {self.ptx_cues}; a number of rows per sentence, 0 or more")
 
 
 ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
@@ -63,7 +72,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         )
     if script_args.ptx_dataset_name:
         texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
-        train_dataset = mix_pretraining_text(train_dataset, texts, script_args.ptx_fraction, training_args.seed)
+        train_dataset = mix_pretraining_text(
+            train_dataset, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues
+        )
     train_dataset, eval_dataset = fit_loss_to_template(
         tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
     )

@@ -106,6 +106,8 @@ def test_packed_pretraining_reads_each_sentence_at_many_positions():
 
 
 def test_pretraining_mix_pairs_no_question_with_a_sentence():
+    """Each story sentence answers cues drawn from its own words (or, with cues=0, an empty user turn); the
+    flashcards keep their questions and answers; no question is ever paired with a sentence."""
     from datasets import Dataset
 
     from toyllm.data import mix_pretraining_text
@@ -114,9 +116,14 @@ def test_pretraining_mix_pairs_no_question_with_a_sentence():
         [{"prompt": [{"role": "user", "content": f"q{n}"}], "completion": [{"role": "assistant", "content": f"a{n}"}]}
          for n in range(3)]
     )  # fmt: skip
-    texts = Dataset.from_list([{"text": f"sentence {n}"} for n in range(7)])
-    mixed = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0)]
-    answers_to_questions = {m[-1]["content"] for m in mixed if m[0]["content"]}
-    alone = {m[1]["content"] for m in mixed if m[0] == {"role": "user", "content": ""}}
-    assert answers_to_questions == {"a0", "a1", "a2"}
-    assert alone == {f"sentence {n}" for n in range(7)}
+    texts = Dataset.from_list([{"text": f"sentence number {n}"} for n in range(7)])
+    mixed = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0, cues=4)]
+    cards_kept = {(m[0]["content"], m[1]["content"]) for m in mixed if m[1]["content"].startswith("a")}
+    cued = [(m[0]["content"], m[1]["content"]) for m in mixed if m[1]["content"].startswith("sentence")]
+    assert cards_kept == {(f"q{n}", f"a{n}") for n in range(3)}
+    assert {sentence for _, sentence in cued} == {t["text"] for t in texts}
+    assert all(cue in sentence.split() for cue, sentence in cued)
+    assert len({cue for cue, _ in cued}) > 2  # the cues are drawn, not always the first word
+    plain = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0, cues=0)]
+    assert {m[1]["content"] for m in plain if m[0]["content"] == ""} == {t["text"] for t in texts}
+    assert {m[0]["content"] for m in plain if m[1]["content"].startswith("a")} == {"q0", "q1", "q2"}

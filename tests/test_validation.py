@@ -362,3 +362,9 @@ def test_a_bad_ptx_fraction_is_refused_while_parsing_and_blamed_on_the_command_l
     args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--ptx_fraction", "1.5"]
     with pytest.raises(UserError, match=r"^arguments: ptx_fraction: 1.5; the share of pretraining rows lies between"):
         parse_recipe_args(sft.ARGUMENT_TYPES, args)
+
+
+def test_a_negative_ptx_cues_is_refused_while_parsing():
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--ptx_cues", "-1"]
+    with pytest.raises(UserError, match=r"^arguments: ptx_cues: -1; a number of rows per sentence, 0 or more"):
+        parse_recipe_args(sft.ARGUMENT_TYPES, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,19 +111,29 @@ def pack_text(dataset: Dataset, block_size: int, copies: int, seed: int) -> Data
     return pack_dataset(shuffled.select_columns(["input_ids"]), block_size, strategy="wrapped")
 
 
-def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: int) -> Dataset:
-    """InstructGPT's "ptx": the pretraining sentences mixed into SFT as answers to no question (an empty user turn),
-    `fraction` of the rows, the smaller side repeated until both are used up. The flashcards teach the chat
-    format and their answers; the sentences keep the answer slot reading like the story, so an answer the flashcards
-    never taught stays within the policy's sampling reach for PPO to find. No question is paired with a sentence."""
+def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: int, cues: int = 4) -> Dataset:
+    """InstructGPT's "ptx": the pretraining sentences mixed into SFT, `fraction` of the rows, the smaller side repeated
+    until both are used up. The flashcards teach the chat format and their answers; the sentences keep the answer slot
+    reading like the story, so an answer the flashcards never taught stays within the policy's sampling reach for PPO.
+
+    Each sentence gives `cues` rows, each the answer to a cue of one word drawn (seeded) from the sentence itself:
+    "rabbit" → "alice followed the white rabbit". The model learns to answer with a story sentence that holds a
+    word of the user's turn, so a new question's own words lead toward its sentences: on the 3 stories x 3 seeds,
+    PPO then answered 0.5-0.8 of the held-out questions on 7 runs, against 0.2 at best with an empty user turn, while
+    SFT still answered at most 1 of 4-5 greedily (benchmarks/RESULTS.md). No question is paired with a sentence. With
+    `cues=0` the user turn is empty (plain ptx; real chat templates refuse a conversation that opens with the
+    assistant)."""
     conversational = "messages" in chats.column_names
-
-    def as_answer(row: dict) -> dict:
-        # An empty user turn first: real chat templates refuse a conversation that does not start with the user.
-        question, answer = [{"role": "user", "content": ""}], [{"role": "assistant", "content": row["text"]}]
-        return {"messages": question + answer} if conversational else {"prompt": question, "completion": answer}
-
-    answers = texts.map(as_answer, remove_columns=texts.column_names)
+    draw = random.Random(seed)
+    rows = []
+    for text in texts["text"]:
+        words = text.split()
+        for cue in [draw.choice(words) for _ in range(cues)] if cues else [""]:
+            question, answer = [{"role": "user", "content": cue}], [{"role": "assistant", "content": text}]
+            rows.append(
+                {"messages": question + answer} if conversational else {"prompt": question, "completion": answer}
+            )
+    answers = Dataset.from_list(rows)
     for column in set(chats.column_names) - set(answers.column_names):  # e.g. a `tools` column: empty for these
         answers = answers.add_column(column, [None] * len(answers))
     answers = answers.cast(chats.features)
