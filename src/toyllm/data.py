@@ -119,10 +119,10 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
     Each sentence gives `cues` rows, each the answer to a cue of one word drawn (seeded) from the sentence itself:
     "rabbit" → "alice followed the white rabbit". The model learns to answer with a story sentence that holds a
     word of the user's turn, so a new question's own words lead toward its sentences: on the 3 stories x 3 seeds,
-    PPO then answered 0.5-0.8 of the held-out questions on 7 runs, against 0.2 at best with an empty user turn, while
-    SFT still answered at most 1 of 4-5 greedily (benchmarks/RESULTS.md). No question is paired with a sentence. With
-    `cues=0` the user turn is empty (plain ptx; real chat templates refuse a conversation that opens with the
-    assistant)."""
+    PPO then answered 0.5-0.8 of the held-out questions on 8 runs, against 0.25 at best with an empty user turn,
+    while SFT still answered at most 1 of 4-5 greedily (benchmarks/RESULTS.md). No question is paired with a
+    sentence. With `cues=0` the user turn is empty (plain ptx; real chat templates refuse a conversation that opens
+    with the assistant)."""
     conversational = "messages" in chats.column_names
     draw = random.Random(seed)
     rows = []
