@@ -208,6 +208,9 @@ def named_model(value: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, recipe_args = parser.parse_known_args(argv)  # a recipe's own flags go to its TrlParser
+    from toyllm.quiet import silence_library_noise
+
+    silence_library_noise()  # recipes install it when they parse; merge, compare, chat, ... here
     if args.command in RECIPES:
         args.recipe_args = recipe_args
     elif recipe_args:

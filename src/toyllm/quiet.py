@@ -31,6 +31,9 @@ def silence_library_noise() -> None:
     # TRL 1.12's PPOTrainer and its `disable_gradient_checkpointing` / `unwrap_model_for_generation` (PPO, DPO) read
     # `model.is_gradient_checkpointing`, which transformers 5.x deprecated for `is_activation_checkpointing`.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # TRL 1.12's PPO logs `val/ratio_var`, the variance over its optimisation steps of one rollout; with one step
+    # (num_ppo_epochs x num_mini_batches x accumulation = 1) torch warns that one value has no variance (NaN logged).
+    warnings.filterwarnings("ignore", message=r"var\(\): degrees of freedom is <= 0", category=UserWarning)
     # TRL 1.12's PPO rollout passes a GenerationConfig together with `return_dict_in_generate`/`output_scores`;
     # transformers 5.x merges them as asked and only warns that the mix is deprecated.
     generation = logging.getLogger("transformers.generation.utils")
