@@ -17,6 +17,7 @@ from toyllm.recipes import dpo, pretrain, sft
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from toyllm.args import parse_recipe_args
+from toyllm.demo import stage_overrides
 from toyllm.errors import UserError
 from toyllm.evaluate import greedy_answers
 from toyllm.model import build_random_stage
@@ -165,3 +166,15 @@ def test_a_toy_ppo_rolls_out_on_one_thread_unless_the_user_says_otherwise(monkey
     assert rollout_threads(toy, 8) == 1 and rollout_threads(larger, 8) == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert rollout_threads(toy, 8) == 8
+
+
+def test_a_stage_run_with_other_settings_over_a_finished_one_names_the_fields_that_differ(demo_run, tmp_path):
+    """The demo's SFT, run again by hand into the same folder with another learning rate: refused, and the message
+    says which field differs and how, so the user knows whether to --overwrite or pick another folder."""
+    demo_dir, _ = demo_run
+    shutil.copytree(demo_dir / "sft", tmp_path / "sft")
+    args = stage_overrides("sft", ALICE, demo_dir, seed=0)
+    args[args.index("--output_dir") + 1] = str(tmp_path / "sft")
+    with pytest.raises(UserError, match=r"fields that differ: learning_rate \(0.001 there, 0.0005 here\); pass "
+                                        r"--overwrite"):  # fmt: skip
+        sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--learning_rate", "0.0005"]))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -88,6 +89,11 @@ def _input_identity(key: str, value: str) -> str:
     return marker["fingerprint"] if marker else value
 
 
+# What each fingerprint made in this process hashes: the stage marker keeps it, so that a refusal can name the fields
+# that differ between a finished checkpoint and the run that would replace it.
+_hashed_inputs: dict[str, dict] = {}
+
+
 def stage_fingerprint(*parsed_args) -> str:
     """A hash of the config, the data file and the checkpoints the stage starts from (not of where they lie)."""
     values = {}
@@ -101,7 +107,27 @@ def stage_fingerprint(*parsed_args) -> str:
         values["global_batch"] = (
             values.pop("per_device_train_batch_size") * values.pop("gradient_accumulation_steps", 1) * processes
         )
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    text = json.dumps(values, sort_keys=True, default=str)
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()
+    _hashed_inputs[fingerprint] = json.loads(text)
+    return fingerprint
+
+
+def _differences(old: dict | None, new: dict | None) -> str:
+    """'; fields that differ: learning_rate (0.001 there, 0.002 here), dataset_name (another file's content)'."""
+    if not old or not new:
+        return ""
+
+    def shown(value) -> str:
+        return "a file's or checkpoint's content" if isinstance(value, str) and re.fullmatch("[0-9a-f]{64}", value) \
+            else repr(value)  # fmt: skip
+
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    if not changed:
+        return ""
+    parts = [f"{key} ({shown(old.get(key))} there, {shown(new.get(key))} here)" for key in changed[:5]]
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return f"; fields that differ: {', '.join(parts)}{more}"
 
 
 def is_finished(folder: str | Path, fingerprint: str, overwrite: bool) -> bool:
@@ -112,9 +138,10 @@ def is_finished(folder: str | Path, fingerprint: str, overwrite: bool) -> bool:
     if marker["fingerprint"] == fingerprint:
         return True
     if not overwrite:
+        differences = _differences(marker.get("inputs"), _hashed_inputs.get(fingerprint))
         raise UserError(
-            f"{folder}: holds a finished {marker['stage']} checkpoint made from a different config, data or seed; "
-            "pass --overwrite to replace it, or choose another output folder"
+            f"{folder}: holds a finished {marker['stage']} checkpoint made from a different config, data or seed"
+            f"{differences}; pass --overwrite to replace it, or choose another output folder"
         )
     return False
 
@@ -181,7 +208,10 @@ def checkpoint_marker(fingerprint: str):
 
 
 def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
-    atomic_write_text(Path(folder) / MARKER, json.dumps({"stage": stage, "fingerprint": fingerprint}) + "\n")
+    marker = {"stage": stage, "fingerprint": fingerprint}
+    if fingerprint in _hashed_inputs:
+        marker["inputs"] = _hashed_inputs[fingerprint]
+    atomic_write_text(Path(folder) / MARKER, json.dumps(marker) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
