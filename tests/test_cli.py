@@ -148,12 +148,16 @@ def test_recipe_command_runs_a_shipped_yaml_by_its_short_name(micro, tmp_path):
     assert (tmp_path / "sft" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("launcher", [[], ["--num_processes", "1"]], ids=["in-process", "accelerate-launch"])
+@pytest.mark.parametrize(
+    "launcher", [[], ["--num_processes", "1"], ["--num_processes", "2"]], ids=["in-process", "launch", "2-processes"]
+)
 def test_recipe_command_mistake_is_one_line_and_exit_2(launcher, tmp_path):
     result = toyllm("sft", *launcher, "--config", "toy/sft.yaml", "--lerning_rate", "1")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "CalledProcessError" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "ChildFailedError" not in result.stderr and "were not passed to `accelerate launch`" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors == ["error: --lerning_rate: unknown argument (did you mean --learning_rate?)"], result.stderr
 
 
 def test_an_unreachable_hub_id_is_one_line_naming_the_key(tmp_path):

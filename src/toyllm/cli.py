@@ -44,6 +44,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
 
     options = ["--config_file", args.accelerate_config] if args.accelerate_config else []
+    if not args.accelerate_config:  # accelerate's defaults, said out loud so its launcher does not warn about them
+        options += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # bf16: the recipe's
     options += ["--num_processes", str(args.num_processes)] if args.num_processes else []
     try:
         launch_command(launch_command_parser().parse_args([*options, "-m", module, *args.recipe_args]))
