@@ -118,9 +118,10 @@ def _differences(old: dict | None, new: dict | None) -> str:
     if not old or not new:
         return ""
 
-    def shown(value) -> str:
-        return "a file's or checkpoint's content" if isinstance(value, str) and re.fullmatch("[0-9a-f]{64}", value) \
-            else repr(value)  # fmt: skip
+    def shown(value) -> str:  # file contents and checkpoints enter the fingerprint as sha256 digests
+        if isinstance(value, str) and re.fullmatch("[0-9a-f]{64}", value):
+            return "a file's or checkpoint's content"
+        return repr(value)
 
     changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
     if not changed:

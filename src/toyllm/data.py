@@ -78,16 +78,16 @@ def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluat
     options = dict(truncate=script_args.truncate_long_rows, reserve=reserve, config_name=script_args.dataset_config)
     name = script_args.dataset_name
     train = load_data(name, kind, tokenizer, max_length, split=script_args.dataset_train_split, **options)
-    held_out = getattr(script_args, "test_split_size", None)
+    held_out = script_args.test_split_size
     if held_out is not None:
         if not evaluate:
             raise UserError(f"test_split_size: {held_out} holds rows out of training for an eval split, but "
                             "eval_strategy is 'no'; set eval_strategy: steps (every eval_steps)")  # fmt: skip
-        size = int(held_out) if held_out >= 1 else held_out
-        if len(train) < 2 or (size if isinstance(size, int) else math.ceil(size * len(train))) >= len(train):
+        rows = int(held_out) if held_out >= 1 else math.ceil(held_out * len(train))  # datasets rounds a share up too
+        if rows >= len(train):
             raise UserError(f"test_split_size: {held_out} leaves no rows to train on: {name} has {len(train)}")
         # a fixed shuffle: the same rows are held out whatever the training seed, so runs compare on one eval split
-        split = train.train_test_split(test_size=size, seed=0)
+        split = train.train_test_split(test_size=rows, seed=0)
         return split["train"], split["test"]
     if not evaluate:
         return train, None

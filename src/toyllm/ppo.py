@@ -52,11 +52,12 @@ class PPOTrainer(TRLPPOTrainer):
           policy on a CPU trains on one intra-op thread (`rollout_threads`), restored afterwards.
         """
         wrapper = self.model
+        policy = self.accelerator.unwrap_model(wrapper).policy
         aliased = not hasattr(wrapper, "policy")
         if aliased:
-            object.__setattr__(wrapper, "policy", self.accelerator.unwrap_model(wrapper).policy)
+            object.__setattr__(wrapper, "policy", policy)
         threads = torch.get_num_threads()
-        torch.set_num_threads(rollout_threads(self.accelerator.unwrap_model(wrapper).policy, threads))
+        torch.set_num_threads(rollout_threads(policy, threads))
         gc.freeze()
         try:
             return super().train()

@@ -1,6 +1,7 @@
 """Library messages that tell a toyllm user nothing, silenced narrowly: each filter names the message, the library
-release that prints it and why it is harmless. Installed once per process by `parse_recipe_args`, so every recipe
-and the demo's stages get them. Whoever upgrades transformers or TRL checks here whether each is still needed.
+release that prints it and why it is harmless. Installed by `parse_recipe_args` (every recipe, and the demo's
+stages) and by `toyllm`'s `main()` (merge, compare, chat, ...); installing it twice changes nothing. Whoever
+upgrades transformers or TRL checks here whether each is still needed.
 """
 
 from __future__ import annotations
