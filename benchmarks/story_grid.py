@@ -1,6 +1,7 @@
 """The story the demo must tell, checked on every story and seed: the issue's pass/fail grid.
 
     python benchmarks/story_grid.py [--stories data tests/data/oz tests/data/pinocchio] [--seeds 0 1 2]
+    python benchmarks/story_grid.py --set ppo.temperature=1.5 --output /tmp/grid.json   # a lever, measured
 
 Each run is a full `toyllm demo` (about 45 s on 2 cores); the grid is printed as markdown and written to
 benchmarks/story_grid.json. A run passes when every check below holds.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from demo_time import machine  # noqa: E402
 
+import toyllm.demo  # noqa: E402
 from toyllm.demo import run_demo  # noqa: E402
+from toyllm.resources import RECIPES_DIR  # noqa: E402
 
 
 def checks(metrics: dict) -> dict[str, bool]:
@@ -41,15 +46,34 @@ def checks(metrics: dict) -> dict[str, bool]:
     return result
 
 
+def edited_recipes(settings: list[str], folder: Path) -> Path:
+    """A copy of the recipes folder whose toy YAMLs carry `recipe.key=value` edits: a key's line is replaced, or
+    added where the YAML lacks it (a misspelt key is then refused by the recipe's own parser, as a user's would be)."""
+    shutil.copytree(RECIPES_DIR, folder)
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        recipe, _, key = name.partition(".")
+        path = folder / "toy" / f"{recipe}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"--set {setting}: no recipe '{recipe}' (recipes/toy/{recipe}.yaml)")
+        text, found = re.subn(rf"^{re.escape(key)}:[^#\n]*", f"{key}: {value} ", path.read_text(), flags=re.M)
+        path.write_text(text if found else f"{text}{key}: {value}\n")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--feedback-rounds", type=int, default=None, help="the demo's default unless given")
+    parser.add_argument("--set", nargs="*", default=[], metavar="RECIPE.KEY=VALUE",
+                        help="edit a toy YAML for this grid only: ppo.kl_coef=0.1 sft.ptx_cues=8")  # fmt: skip
     parser.add_argument("--output", default=str(Path(__file__).with_name("story_grid.json")))
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.set:  # the demo reads its YAMLs from here
+            toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
         for story in args.stories:
             for seed in args.seeds:
                 rounds = {"feedback_rounds": args.feedback_rounds} if args.feedback_rounds else {}
@@ -70,7 +94,7 @@ def main() -> None:
             f"| {run['story']} | {run['seed']} | {exact['ppo']:.2f} | {exact['dpo']:.2f} | {formed['trained']:.2f} "
             f"/ {formed['held_out']:.2f} | {run['seconds']} | {'; '.join(failed) or 'none'} |"
         )
-    Path(args.output).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2) + "\n")
+    Path(args.output).write_text(json.dumps({"machine": machine(), "set": args.set, "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

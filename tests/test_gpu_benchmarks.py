@@ -1,4 +1,4 @@
-"""The GPU benchmarks run at micro size on the CPU, so they work the first time a GPU is lent."""
+"""The benchmark scripts work the first time: the GPU ones at micro size on the CPU, the grid's `--set` on a copy."""
 
 from __future__ import annotations
 
@@ -41,3 +41,18 @@ def test_mfu_uses_nanogpt_count_and_a_known_peak():
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("cpu") is None
+
+
+def test_story_grid_edits_only_a_copy_of_the_toy_yamls(tmp_path):
+    from story_grid import edited_recipes
+
+    from toyllm.resources import RECIPES_DIR
+
+    shipped = (RECIPES_DIR / "toy" / "ppo.yaml").read_text()
+    folder = edited_recipes(["ppo.kl_coef=0.1", "sft.neftune_noise_alpha=5"], tmp_path / "recipes")
+    ppo = (folder / "toy" / "ppo.yaml").read_text()
+    assert "kl_coef: 0.1 " in ppo and "kl_coef: 0.3" not in ppo
+    assert (folder / "toy" / "sft.yaml").read_text().endswith("neftune_noise_alpha: 5\n")  # added where missing
+    assert (RECIPES_DIR / "toy" / "ppo.yaml").read_text() == shipped
+    with pytest.raises(SystemExit, match="no recipe 'pp0'"):
+        edited_recipes(["pp0.kl_coef=0.1"], tmp_path / "other")
