@@ -166,3 +166,23 @@ def test_ctrl_c_ends_the_demo_cleanly_and_says_how_to_go_on(tmp_path):
     assert stderr.strip().endswith("interrupted: finished checkpoints are kept; run the same command again: "
                                    "finished stages are skipped.")  # fmt: skip
     assert (tmp_path / "out" / "pretrain" / MARKER).exists()
+
+
+def test_a_ctrl_c_a_stage_swallows_still_ends_the_demo_before_the_next_stage(tmp_path, monkeypatch):
+    import toyllm.demo
+
+    build = toyllm.demo.build_random_stage
+
+    def build_then_swallow_a_ctrl_c(*args, **kwargs):
+        build(*args, **kwargs)
+        try:  # as when Ctrl-C lands in a finaliser the garbage collector runs: Python prints it and drops it
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+
+    monkeypatch.setattr(toyllm.demo, "build_random_stage", build_then_swallow_a_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(ALICE, tmp_path / "out", seed=0)
+    assert (tmp_path / "out" / "random" / MARKER).exists()
+    assert not (tmp_path / "out" / "pretrain").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the demo's handler is gone
