@@ -21,7 +21,7 @@ from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.data import DATA_FILES, check_data_folder
 from toyllm.data_checks import check_against_tokenizer
-from toyllm.errors import UserError, ctrl_c_recorded
+from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
 from toyllm.model import build_random_stage, random_fingerprint
 from toyllm.report import evaluate_and_report
@@ -112,46 +112,41 @@ def run_demo(
 
     steps = demo_steps(feedback_rounds)
     total = len(steps) + 1
-    with ctrl_c_recorded() as ctrl_c:  # a Ctrl-C swallowed inside a stage still ends the demo before the next one
-        for number, stage in enumerate(steps, start=1):
-            if ctrl_c:
-                raise KeyboardInterrupt
-            if stage.startswith("label-"):
-                round_number = int(stage.split("-")[1])
-                policy = round_name("ppo", round_number)
-                progress(f"[{number}/{total}] {stage:<8} ... (simulated labeller: {policy}'s answers)")
-                start = time.perf_counter()
-                label_round(output_dir / policy, data_dir, round_number, output_dir, seed=seed,
-                            overwrite=overwrite)  # fmt: skip
-                seconds[stage] = round(time.perf_counter() - start, 2)
-                continue
-            built = stage in STAGE and STAGE[stage].recipe is None  # the random model: built, not trained by a recipe
-            if built:
-                done = is_finished(output_dir / stage, random_fingerprint(data_dir, TOY_CONFIG_DIR, seed), overwrite)
-            else:
-                recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
-                done = is_finished(output_dir / stage, stage_fingerprint(*args), overwrite)
-            if done:
-                seconds[stage] = 0.0
-                progress(f"[{number}/{total}] {stage:<8} already complete for this config and data: skipped")
-                continue
-            progress(f"[{number}/{total}] {stage:<8} ... ")
+    for number, stage in enumerate(steps, start=1):
+        if stage.startswith("label-"):
+            round_number = int(stage.split("-")[1])
+            policy = round_name("ppo", round_number)
+            progress(f"[{number}/{total}] {stage:<8} ... (simulated labeller: {policy}'s answers)")
             start = time.perf_counter()
-            log_path = log_dir / f"{stage}.log"
-            with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                with _library_logs_to(log):
-                    if built:
-                        build_random_stage(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed, overwrite)
-                    else:
-                        recipe.main(*args)
+            label_round(output_dir / policy, data_dir, round_number, output_dir, seed=seed,
+                        overwrite=overwrite)  # fmt: skip
             seconds[stage] = round(time.perf_counter() - start, 2)
-            progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
-            if built:  # the vocabulary now exists: every eval question must fit and be known to it
-                tokenizer = AutoTokenizer.from_pretrained(output_dir / stage)
-                eval_file = data_dir / DATA_FILES["eval"]
-                check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
-        if ctrl_c:
-            raise KeyboardInterrupt
+            continue
+        built = stage in STAGE and STAGE[stage].recipe is None  # the random model: built, not trained by a recipe
+        if built:
+            done = is_finished(output_dir / stage, random_fingerprint(data_dir, TOY_CONFIG_DIR, seed), overwrite)
+        else:
+            recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
+            done = is_finished(output_dir / stage, stage_fingerprint(*args), overwrite)
+        if done:
+            seconds[stage] = 0.0
+            progress(f"[{number}/{total}] {stage:<8} already complete for this config and data: skipped")
+            continue
+        progress(f"[{number}/{total}] {stage:<8} ... ")
+        start = time.perf_counter()
+        log_path = log_dir / f"{stage}.log"
+        with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with _library_logs_to(log):
+                if built:
+                    build_random_stage(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed, overwrite)
+                else:
+                    recipe.main(*args)
+        seconds[stage] = round(time.perf_counter() - start, 2)
+        progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
+        if built:  # the vocabulary now exists: every eval question must fit and be known to it
+            tokenizer = AutoTokenizer.from_pretrained(output_dir / stage)
+            eval_file = data_dir / DATA_FILES["eval"]
+            check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
 
     progress(f"[{total}/{total}] evaluate ...")
     last = {

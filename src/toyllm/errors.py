@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 
 EXIT_USER_ERROR = 2
@@ -51,25 +49,3 @@ def from_hub(key: str, name: str) -> Iterator[None]:
             f"{key}: {name} is no local path and the Hub did not give it ({reason}); fix the path, or check the "
             "network and your login (HF_HUB_OFFLINE=1 reads only what is cached)"
         ) from None
-
-
-@contextlib.contextmanager
-def ctrl_c_recorded() -> Iterator[list[int]]:
-    """Ctrl-C raises KeyboardInterrupt wherever the main thread is. Raised inside an object's finaliser (`__del__`, a
-    weakref callback, run by the garbage collector at any point), Python prints "Exception ignored" and drops it, and
-    a demo would run on to its end. Every Ctrl-C is also recorded in the yielded list, for the next step to check."""
-    seen: list[int] = []
-    main_thread = threading.current_thread() is threading.main_thread()
-    if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield seen  # only the main thread may set handlers; a handler of the caller's own is left alone
-        return
-
-    def record_and_raise(signum, frame):
-        seen.append(signum)
-        signal.default_int_handler(signum, frame)
-
-    signal.signal(signal.SIGINT, record_and_raise)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
