@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from demo_time import machine  # noqa: E402
 
 import toyllm.demo  # noqa: E402
-from toyllm.demo import run_demo  # noqa: E402
 from toyllm.resources import RECIPES_DIR  # noqa: E402
 
 
@@ -77,7 +76,8 @@ def main() -> None:
         for story in args.stories:
             for seed in args.seeds:
                 rounds = {"feedback_rounds": args.feedback_rounds} if args.feedback_rounds else {}
-                metrics = run_demo(REPO / story, Path(tmp) / f"{Path(story).name}-{seed}", seed=seed, **rounds)
+                output = Path(tmp) / f"{Path(story).name}-{seed}"
+                metrics = toyllm.demo.run_demo(REPO / story, output, seed=seed, **rounds)
                 stages = metrics["stages"]
                 runs.append({
                     "story": Path(story).name, "seed": seed, "checks": checks(metrics),

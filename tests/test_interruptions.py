@@ -150,21 +150,14 @@ def test_user_text_spelling_a_control_token_is_read_as_words():
     assert ids.count(tokenizer.convert_tokens_to_ids("[ASSISTANT]")) == 1  # the generation prompt only
 
 
-@pytest.fixture
-def python_ctrl_c():
-    """Python's own Ctrl-C handling for one test. In the full suite an earlier test's library can leave SIGINT
-    ignored (seen in CI), and a child process inherits that: its Ctrl-C would then never arrive."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def test_ctrl_c_ends_the_demo_cleanly_and_says_how_to_go_on(tmp_path, python_ctrl_c):
+def test_ctrl_c_ends_the_demo_cleanly_and_says_how_to_go_on(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "toyllm.cli", "demo", "--output-dir", str(tmp_path / "out")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's Ctrl-C, as a user has it
+        # a terminal's Ctrl-C, as a user has it: in the full suite an earlier test's library can leave SIGINT
+        # ignored (seen in CI), and a child inherits that, so its Ctrl-C would never arrive
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     for line in process.stdout:
         if "sft" in line:  # random and pretrain are finished
