@@ -12,7 +12,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
-from toyllm.data import load_splits
+from toyllm.data import add_other_answers_as_rejected, load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_scorer
 from toyllm.stages import STAGE
@@ -22,6 +22,18 @@ from toyllm.tokenizer import load_tokenizer
 @dataclass
 class RewardScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
+    other_answers_rejected: int = field(
+        default=0,
+        metadata={
+            "help": "Extra pairs per prompt: its chosen answer over the chosen answer of another prompt, for up to "
+            "this many other prompts (0: none). Teaches the judge which answer fits which question."
+        },  # fmt: skip
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.other_answers_rejected < 0:
+            raise ValueError(f"other_answers_rejected: {self.other_answers_rejected}; a number of pairs, 0 or more")
 
 
 @dataclass
@@ -60,6 +72,9 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
     # Dataset
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
+    )
+    train_dataset = add_other_answers_as_rejected(
+        train_dataset, script_args.other_answers_rejected, training_args.seed
     )
     fit_schedule(script_args, training_args, len(train_dataset))
 

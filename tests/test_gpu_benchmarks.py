@@ -1,4 +1,5 @@
-"""The benchmark scripts work the first time: the GPU ones at micro size on the CPU, the grid's `--set` on a copy."""
+"""The benchmark scripts work the first time: the GPU ones at micro size on the CPU, the grid's `--set` on a copy,
+the SFT reach check on one small run."""
 
 from __future__ import annotations
 
@@ -56,3 +57,17 @@ def test_story_grid_edits_only_a_copy_of_the_toy_yamls(tmp_path):
     assert (RECIPES_DIR / "toy" / "ppo.yaml").read_text() == shipped
     with pytest.raises(SystemExit, match="no recipe 'pp0'"):
         edited_recipes(["pp0.kl_coef=0.1"], tmp_path / "other")
+
+
+def test_sft_reach_counts_each_held_out_question(tmp_path):
+    output = tmp_path / "reach.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sft_reach.py"), "--stories",
+                             "tests/data/pinocchio", "--seeds", "0", "--samples", "8", "--output", str(output)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = json.loads(output.read_text())["runs"]
+    held_out = run["held_out"]
+    assert run["trained"]["exact_match"] == 1.0  # the SFT the demo trains, not a half-trained stand-in
+    assert len(held_out["questions"]) == len(held_out["hits"]) == len(held_out["reference_logprob"]) == 4
+    assert all(0 <= hits <= 8 for hits in held_out["hits"])
+    assert all(logprob < 0 for logprob in held_out["reference_logprob"])

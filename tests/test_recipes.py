@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ALICE, OZ, REPO, logged, read_jsonl
-from toyllm.recipes import dpo, pretrain, sft
+from toyllm.recipes import dpo, pretrain, reward, sft
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from toyllm.args import parse_recipe_args
@@ -157,6 +157,12 @@ def test_a_bad_test_split_size_is_refused_while_parsing():
     args = ["--config", str(REPO / "recipes/toy/dpo.yaml"), "--test_split_size", "2.5"]
     with pytest.raises(UserError, match=r"^arguments: test_split_size: 2.5; a share between 0 and 1, or a whole"):
         parse_recipe_args(dpo.ARGUMENT_TYPES, args)
+
+
+def test_a_negative_number_of_other_answers_is_refused_while_parsing():
+    args = ["--config", str(REPO / "recipes/toy/reward.yaml"), "--other_answers_rejected", "-1"]
+    with pytest.raises(UserError, match=r"^arguments: other_answers_rejected: -1; a number of pairs, 0 or more"):
+        parse_recipe_args(reward.ARGUMENT_TYPES, args)
 
 
 def test_a_toy_ppo_rolls_out_on_one_thread_unless_the_user_says_otherwise(monkeypatch):

@@ -127,3 +127,37 @@ def test_pretraining_mix_pairs_no_question_with_a_sentence():
     plain = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0, cues=0)]
     assert {m[1]["content"] for m in plain if m[0]["content"] == ""} == {t["text"] for t in texts}
     assert {m[0]["content"] for m in plain if m[1]["content"].startswith("a")} == {"q0", "q1", "q2"}
+
+
+def test_the_judge_also_learns_that_another_questions_answer_is_wrong():
+    """Each prompt's chosen answer beats the other prompts' chosen answers; pairs the file holds are not repeated,
+    a prompt's own chosen answers are never rejected, and a cap draws the other prompts."""
+    from datasets import Dataset
+
+    from toyllm.data import add_other_answers_as_rejected
+
+    def pair(question, chosen, rejected):
+        answer = [{"role": "assistant", "content": chosen}]
+        return {"prompt": [{"role": "user", "content": question}], "chosen": answer,
+                "rejected": [{"role": "assistant", "content": rejected}]}  # fmt: skip
+
+    pairs = Dataset.from_list([
+        pair("q1", "a1", "x"), pair("q1", "a1", "a2"),  # q1 already rejects q2's answer
+        pair("q2", "a2", "y"), pair("q3", "A1", "z"),  # q3's answer is q1's, differently cased
+        pair("q4", "a4", "w"),
+    ])  # fmt: skip
+
+    def as_triples(dataset):
+        return [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dataset]
+
+    added = as_triples(add_other_answers_as_rejected(pairs, per_prompt=8, seed=0))[len(pairs) :]
+    assert sorted(added) == sorted([
+        ("q1", "a1", "a4"),
+        ("q2", "a2", "a1"), ("q2", "a2", "A1"), ("q2", "a2", "a4"),
+        ("q3", "A1", "a2"), ("q3", "A1", "a4"),
+        ("q4", "a4", "a1"), ("q4", "a4", "a2"), ("q4", "a4", "A1"),
+    ])  # fmt: skip
+    capped = as_triples(add_other_answers_as_rejected(pairs, per_prompt=1, seed=0))[len(pairs) :]
+    assert len(capped) <= 4 and {q for q, _, _ in capped} <= {"q1", "q2", "q3", "q4"}
+    assert capped == as_triples(add_other_answers_as_rejected(pairs, per_prompt=1, seed=0))[len(pairs) :]  # seeded
+    assert add_other_answers_as_rejected(pairs, per_prompt=0, seed=0) is pairs

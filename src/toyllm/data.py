@@ -142,6 +142,42 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
     )
 
 
+def add_other_answers_as_rejected(pairs: Dataset, per_prompt: int, seed: int) -> Dataset:
+    """Each prompt's chosen answer also beats the chosen answers of up to `per_prompt` other prompts (drawn, seeded,
+    where there are more): "who was geppetto" prefers "geppetto was a poor woodcarver" to "pinocchio became a real
+    boy". A sparse preference file (2-4 rejected answers per question) never shows the judge another question's good
+    answer as a wrong one, and the judge then learns which answers are good rather than which answer fits which
+    question: it scored a trained answer to another question as high as the reference, and PPO took it
+    (benchmarks/RESULTS.md, section 5). A pair the file already holds is not added again, and nor is an answer the
+    prompt itself has as chosen. Rows without a separate `prompt` (TRL's implicit-prompt format) are left as they
+    are."""
+    if per_prompt <= 0 or "prompt" not in pairs.column_names:
+        return pairs
+
+    def key(value) -> str:
+        return " ".join(last_content(value).lower().split())
+
+    rows = pairs.to_list()
+    first_row: dict[str, dict] = {}
+    chosen: dict[str, set[str]] = {}
+    rejected: set[tuple[str, str]] = set()
+    for row in rows:
+        question = key(row["prompt"])
+        first_row.setdefault(question, row)
+        chosen.setdefault(question, set()).add(key(row["chosen"]))
+        rejected.add((question, key(row["rejected"])))
+    draw = random.Random(seed)
+    added = []
+    for question, row in first_row.items():
+        others = [other for other in first_row if other != question]
+        for other in draw.sample(others, per_prompt) if len(others) > per_prompt else others:
+            answer = first_row[other]["chosen"]
+            if key(answer) not in chosen[question] and (question, key(answer)) not in rejected:
+                added.append({**row, "rejected": answer})
+    logger.info(f"{len(added)} pairs added: each prompt's chosen answer over other prompts' chosen answers")
+    return concatenate_datasets([pairs, Dataset.from_list(added).cast(pairs.features)]) if added else pairs
+
+
 def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, dict]]]:
     """Every file of a data folder, checked up front: the whole list of problems at once."""
     data_dir = Path(data_dir)
