@@ -3,7 +3,9 @@
     accelerate launch --config_file accelerate_config.yaml recipes/reward.py --config recipes/toy/reward.yaml
 
 The judge is a one-label `AutoModelForSequenceClassification` started from the SFT checkpoint: it already knows the
-questions and answers, so it only has to learn which answer fits which question.
+questions and answers, so it only has to learn which answer fits which question. With `other_answers_rejected: N`,
+each prompt's chosen answer also beats the chosen answers of up to N other prompts, pairs a sparse preference file
+lacks (toyllm.data.add_other_answers_as_rejected).
 """
 
 from dataclasses import dataclass, field
