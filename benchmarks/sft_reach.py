@@ -28,6 +28,7 @@ from demo_time import machine  # noqa: E402
 from story_grid import edited_recipes  # noqa: E402
 
 import toyllm.demo  # noqa: E402
+from toyllm.data import DATA_FILES, load_data  # noqa: E402
 from toyllm.resources import TOY_CONFIG_DIR  # noqa: E402
 
 HIT_FLOOR = 2  # hits in --samples that count a question as within PPO's reach
@@ -89,7 +90,7 @@ def main() -> None:
                         else:
                             recipe, recipe_args = toyllm.demo.recipe_args(stage, data_dir, output_dir, seed, False)
                             recipe.main(*recipe_args)
-                eval_rows = [json.loads(line) for line in (data_dir / "eval.jsonl").read_text().splitlines() if line]
+                eval_rows = load_data(data_dir / DATA_FILES["eval"], "eval").to_list()
                 reach = sft_reach(output_dir / "sft", eval_rows, args.samples, seed)
                 runs.append({"story": Path(story).name, "seed": seed, **reach})
                 held = reach["held_out"]
