@@ -60,6 +60,17 @@ def edited_recipes(settings: list[str], folder: Path) -> Path:
     return folder
 
 
+def summary(runs: list[dict]) -> dict:
+    """The grid in three figures, the ones levers are compared by."""
+    ppo = [run["held_out_exact"]["ppo"] for run in runs]
+    return {
+        "runs": len(runs),
+        "ppo_held_out_at_least_half": sum(exact >= 0.5 for exact in ppo),
+        "ppo_held_out_mean": round(sum(ppo) / len(ppo), 3) if ppo else None,
+        "every_check": sum(all(run["checks"].values()) for run in runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
@@ -94,7 +105,12 @@ def main() -> None:
             f"| {run['story']} | {run['seed']} | {exact['ppo']:.2f} | {exact['dpo']:.2f} | {formed['trained']:.2f} "
             f"/ {formed['held_out']:.2f} | {run['seconds']} | {'; '.join(failed) or 'none'} |"
         )
-    Path(args.output).write_text(json.dumps({"machine": machine(), "set": args.set, "runs": runs}, indent=2) + "\n")
+    figures = summary(runs)
+    runs_count = figures["runs"]
+    print(f"\nPPO held-out exact >= 0.5 on {figures['ppo_held_out_at_least_half']} of {runs_count} runs (mean "
+          f"{figures['ppo_held_out_mean']}); every check on {figures['every_check']} of {runs_count}")  # fmt: skip
+    record = {"machine": machine(), "set": args.set, "summary": figures, "runs": runs}
+    Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,16 @@ def test_story_grid_edits_only_a_copy_of_the_toy_yamls(tmp_path):
         edited_recipes(["pp0.kl_coef=0.1"], tmp_path / "other")
 
 
+def test_story_grid_summary_counts_the_runs_levers_are_compared_by():
+    from story_grid import summary
+
+    def run(ppo: float, passed: bool) -> dict:
+        return {"held_out_exact": {"ppo": ppo, "dpo": 1.0}, "checks": {"a": True, "b": passed}}
+
+    figures = summary([run(0.5, True), run(0.4, False), run(0.75, False)])
+    assert figures == {"runs": 3, "ppo_held_out_at_least_half": 2, "ppo_held_out_mean": 0.55, "every_check": 1}
+
+
 def test_sft_reach_counts_each_held_out_question(tmp_path):
     output = tmp_path / "reach.json"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sft_reach.py"), "--stories",
