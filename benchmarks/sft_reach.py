@@ -18,20 +18,39 @@ import contextlib
 import json
 import statistics
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 from demo_time import machine  # noqa: E402
-from story_grid import edited_recipes  # noqa: E402
+from story_grid import add_grid_arguments, grid_runs  # noqa: E402
 
 import toyllm.demo  # noqa: E402
 from toyllm.data import DATA_FILES, load_data  # noqa: E402
 from toyllm.resources import TOY_CONFIG_DIR  # noqa: E402
 
 HIT_FLOOR = 2  # hits in --samples that count a question as within PPO's reach
+
+
+def run_stages(stages: tuple[str, ...], data_dir: Path, output_dir: Path, seed: int,
+               toy_config_dir: Path = TOY_CONFIG_DIR) -> dict[str, float]:  # fmt: skip
+    """Train these demo stages, in order, with the demo's own recipes and YAMLs, each logged to `logs/<stage>.log`;
+    returns each stage's seconds."""
+    (output_dir / "logs").mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for stage in stages:
+        start = time.perf_counter()
+        with open(output_dir / "logs" / f"{stage}.log", "w") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):  # fmt: skip
+            if stage == "random":
+                toyllm.demo.build_random_stage(data_dir, toy_config_dir, output_dir / stage, seed, False)
+            else:
+                recipe, recipe_args = toyllm.demo.recipe_args(stage, data_dir, output_dir, seed, False)
+                recipe.main(*recipe_args)
+        seconds[stage] = round(time.perf_counter() - start, 1)
+    return seconds
 
 
 def sft_reach(model_dir: Path, eval_rows: list[dict], samples: int, seed: int) -> dict:
@@ -66,37 +85,20 @@ def sft_reach(model_dir: Path, eval_rows: list[dict], samples: int, seed: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--set", nargs="*", default=[], metavar="RECIPE.KEY=VALUE", help="as story_grid.py's")
+    add_grid_arguments(parser, "sft_reach.json")
     parser.add_argument("--toy-config-dir", default=str(TOY_CONFIG_DIR), help="the architecture and vocabulary")
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--output", default=str(Path(__file__).with_name("sft_reach.json")))
     args = parser.parse_args()
     runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.set:
-            toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
-        for story in args.stories:
-            for seed in args.seeds:
-                data_dir, output_dir = REPO / story, Path(tmp) / f"{Path(story).name}-{seed}"
-                (output_dir / "logs").mkdir(parents=True)
-                for stage in ("random", "pretrain", "sft"):
-                    with open(output_dir / "logs" / f"{stage}.log", "w") as log, contextlib.redirect_stdout(log), \
-                            contextlib.redirect_stderr(log):  # fmt: skip
-                        if stage == "random":
-                            toyllm.demo.build_random_stage(data_dir, Path(args.toy_config_dir), output_dir / stage,
-                                                           seed, False)  # fmt: skip
-                        else:
-                            recipe, recipe_args = toyllm.demo.recipe_args(stage, data_dir, output_dir, seed, False)
-                            recipe.main(*recipe_args)
-                eval_rows = load_data(data_dir / DATA_FILES["eval"], "eval").to_list()
-                reach = sft_reach(output_dir / "sft", eval_rows, args.samples, seed)
-                runs.append({"story": Path(story).name, "seed": seed, **reach})
-                held = reach["held_out"]
-                print(f"{Path(story).name} seed {seed}: SFT exact trained {reach['trained']['exact_match']:.2f} "
-                      f"held-out {held['exact_match']:.2f}; held-out log-probs {held['reference_logprob']}, hits in "
-                      f"{args.samples}: {held['hits']}", flush=True)  # fmt: skip
+    for story, seed, data_dir, output_dir in grid_runs(args):
+        run_stages(("random", "pretrain", "sft"), data_dir, output_dir, seed, Path(args.toy_config_dir))
+        eval_rows = load_data(data_dir / DATA_FILES["eval"], "eval").to_list()
+        reach = sft_reach(output_dir / "sft", eval_rows, args.samples, seed)
+        runs.append({"story": story, "seed": seed, **reach})
+        held = reach["held_out"]
+        print(f"{story} seed {seed}: SFT exact trained {reach['trained']['exact_match']:.2f} "
+              f"held-out {held['exact_match']:.2f}; held-out log-probs {held['reference_logprob']}, hits in "
+              f"{args.samples}: {held['hits']}", flush=True)  # fmt: skip
     hits = [n for run in runs for n in run["held_out"]["hits"]]
     logprobs = [x for run in runs for x in run["held_out"]["reference_logprob"]]
     story_kept = sum(run["trained"]["exact_match"] == 1 and run["held_out"]["exact_match"] <= 0.25 for run in runs)

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,26 @@ def edited_recipes(settings: list[str], folder: Path) -> Path:
     return folder
 
 
+def add_grid_arguments(parser: argparse.ArgumentParser, output_name: str) -> None:
+    """The options every grid benchmark shares: which stories and seeds, YAML edits, where the JSON goes."""
+    parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", nargs="*", default=[], metavar="RECIPE.KEY=VALUE",
+                        help="edit a toy YAML for this grid only: ppo.kl_coef=0.1 sft.ptx_cues=8")  # fmt: skip
+    parser.add_argument("--output", default=str(Path(__file__).with_name(output_name)))
+
+
+def grid_runs(args: argparse.Namespace) -> Iterator[tuple[str, int, Path, Path]]:
+    """(story name, seed, data folder, a fresh output folder) for every story and seed, with the YAML edits applied;
+    the output folders are removed at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.set:  # the demo reads its YAMLs from here
+            toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
+        for story in args.stories:
+            for seed in args.seeds:
+                yield Path(story).name, seed, REPO / story, Path(tmp) / f"{Path(story).name}-{seed}"
+
+
 def summary(runs: list[dict]) -> dict:
     """The grid in three figures, the ones levers are compared by."""
     ppo = [run["held_out_exact"]["ppo"] for run in runs]
@@ -73,29 +94,20 @@ def summary(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stories", nargs="+", default=["data", "tests/data/oz", "tests/data/pinocchio"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    add_grid_arguments(parser, "story_grid.json")
     parser.add_argument("--feedback-rounds", type=int, default=None, help="the demo's default unless given")
-    parser.add_argument("--set", nargs="*", default=[], metavar="RECIPE.KEY=VALUE",
-                        help="edit a toy YAML for this grid only: ppo.kl_coef=0.1 sft.ptx_cues=8")  # fmt: skip
-    parser.add_argument("--output", default=str(Path(__file__).with_name("story_grid.json")))
     args = parser.parse_args()
     runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.set:  # the demo reads its YAMLs from here
-            toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
-        for story in args.stories:
-            for seed in args.seeds:
-                rounds = {"feedback_rounds": args.feedback_rounds} if args.feedback_rounds else {}
-                output = Path(tmp) / f"{Path(story).name}-{seed}"
-                metrics = toyllm.demo.run_demo(REPO / story, output, seed=seed, **rounds)
-                stages = metrics["stages"]
-                runs.append({
-                    "story": Path(story).name, "seed": seed, "checks": checks(metrics),
-                    "held_out_exact": {name: stages[name]["held_out"]["exact_match"] for name in ("ppo", "dpo")},
-                    "well_formed": {split: stages["ppo"][split]["well_formed"] for split in ("trained", "held_out")},
-                    "seconds": round(sum(metrics["seconds"].values()), 1), "rounds": metrics.get("rounds"),
-                })  # fmt: skip
+    for story, seed, data_dir, output in grid_runs(args):
+        rounds = {"feedback_rounds": args.feedback_rounds} if args.feedback_rounds else {}
+        metrics = toyllm.demo.run_demo(data_dir, output, seed=seed, **rounds)
+        stages = metrics["stages"]
+        runs.append({
+            "story": story, "seed": seed, "checks": checks(metrics),
+            "held_out_exact": {name: stages[name]["held_out"]["exact_match"] for name in ("ppo", "dpo")},
+            "well_formed": {split: stages["ppo"][split]["well_formed"] for split in ("trained", "held_out")},
+            "seconds": round(sum(metrics["seconds"].values()), 1), "rounds": metrics.get("rounds"),
+        })  # fmt: skip
     print("\n| story | seed | ppo held-out exact | dpo held-out exact | ppo well-formed (trained / held-out) | "
           "seconds | failed checks |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for run in runs:

@@ -81,3 +81,18 @@ def test_sft_reach_counts_each_held_out_question(tmp_path):
     assert len(held_out["questions"]) == len(held_out["hits"]) == len(held_out["reference_logprob"]) == 4
     assert all(0 <= hits <= 8 for hits in held_out["hits"])
     assert all(logprob < 0 for logprob in held_out["reference_logprob"])
+
+
+def test_rl_methods_measures_ppo_and_rloo_from_the_same_start(tmp_path):
+    output = tmp_path / "rl_methods.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rl_methods.py"), "--stories",
+                             "tests/data/pinocchio", "--seeds", "0", "--completions", "64", "--set",
+                             "ppo.total_episodes=64", "--output", str(output)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(output.read_text())
+    (run,) = record["runs"]
+    for name in ("ppo", "rloo"):
+        assert run[name]["trained"]["exact_match"] > 0  # trained from SFT, not from the random model
+        assert 0 <= run[name]["held_out"]["exact_match"] <= 1 and run[name]["seconds"] > 0
+        assert record["summary"][name]["runs"] == 1
