@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from demo_time import machine  # noqa: E402
 from story_grid import add_grid_arguments, grid_runs  # noqa: E402
 
-from toyllm.data import DATA_FILES  # noqa: E402
+from toyllm.data import DATA_FILES, load_data  # noqa: E402
 
 STAGES = ("random", "pretrain", "sft", "reward", "ppo")
 
@@ -32,7 +32,6 @@ STAGES = ("random", "pretrain", "sft", "reward", "ppo")
 def run_rloo(output_dir: Path, data_dir: Path, seed: int, completions: int, per_prompt: int) -> float:
     """RLOO from `output_dir/sft` against `output_dir/reward`, saved to `output_dir/rloo`; returns its seconds."""
     import torch
-    from datasets import load_dataset
     from transformers import AutoTokenizer, set_seed
     from trl import ModelConfig, RLOOConfig, RLOOTrainer
 
@@ -55,7 +54,7 @@ def run_rloo(output_dir: Path, data_dir: Path, seed: int, completions: int, per_
         model=load_causal_lm(sft, model_args, tokenizer),
         reward_funcs=load_scorer(str(output_dir / "reward"), model_args, tokenizer),
         args=args,
-        train_dataset=load_dataset("json", data_files=str(data_dir / DATA_FILES["prompts"]), split="train"),
+        train_dataset=load_data(data_dir / DATA_FILES["prompts"], "prompts"),
         processing_class=tokenizer,
         reward_processing_classes=tokenizer,
     )

@@ -1,5 +1,5 @@
 """The benchmark scripts work the first time: the GPU ones at micro size on the CPU, the grid's `--set` on a copy,
-the SFT reach check on one small run."""
+the SFT reach check and the PPO-against-RLOO comparison on one small run each."""
 
 from __future__ import annotations
 
