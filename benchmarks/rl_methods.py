@@ -77,6 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     from sft_reach import run_stages
 
+    from toyllm.data import DataFolder
     from toyllm.evaluate import evaluate_checkpoints
 
     runs = []
@@ -89,6 +90,7 @@ def main() -> None:
                 {name: output_dir / name for name in ("ppo", "rloo")},
                 data_dir / DATA_FILES["eval"],
                 output_dir / "reward",
+                data=DataFolder(data_dir),
             )[0]
         run = {"story": story, "seed": seed}
         for name in ("ppo", "rloo"):

@@ -28,6 +28,7 @@ from demo_time import machine  # noqa: E402
 from story_grid import add_grid_arguments, grid_runs  # noqa: E402
 
 import toyllm.demo  # noqa: E402
+import toyllm.toy  # noqa: E402
 from toyllm.data import DATA_FILES, load_data  # noqa: E402
 from toyllm.resources import TOY_CONFIG_DIR  # noqa: E402
 
@@ -45,7 +46,7 @@ def run_stages(stages: tuple[str, ...], data_dir: Path, output_dir: Path, seed: 
         with open(output_dir / "logs" / f"{stage}.log", "w") as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):  # fmt: skip
             if stage == "random":
-                toyllm.demo.build_random_stage(data_dir, toy_config_dir, output_dir / stage, seed, False)
+                toyllm.toy.build_random_stage(data_dir, toy_config_dir, output_dir / stage, seed, False)
             else:
                 recipe, recipe_args = toyllm.demo.recipe_args(stage, data_dir, output_dir, seed, False)
                 recipe.main(*recipe_args)
@@ -57,7 +58,8 @@ def sft_reach(model_dir: Path, eval_rows: list[dict], samples: int, seed: int) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from toyllm.evaluate import chat_prompts, generate_answers, greedy_answers, normalise, reference_logprobs
+    from toyllm.evaluate import reference_logprobs
+    from toyllm.generation import greedy_answers, normalise, sampled_answers
     from toyllm.model import load_weights
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -67,12 +69,11 @@ def sft_reach(model_dir: Path, eval_rows: list[dict], samples: int, seed: int) -
         for split in ("trained", "held_out"):
             rows = [row for row in eval_rows if row["split"] == split]
             questions, references = [row["prompt"] for row in rows], [normalise(row["reference"]) for row in rows]
-            greedy = greedy_answers(model, tokenizer, questions)
+            greedy = [normalise(answer) for answer in greedy_answers(model, tokenizer, questions)]
             result[split] = {"exact_match": sum(map(str.__eq__, greedy, references)) / len(rows)}
             if split == "held_out":
                 set_seed(seed)
-                sampled = generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), samples=samples,
-                                           do_sample=True, temperature=1.0, top_k=0, top_p=1.0)  # fmt: skip
+                sampled = [normalise(answer) for answer in sampled_answers(model, tokenizer, questions, samples)]
                 result[split] |= {
                     "questions": questions,
                     "reference_logprob": [

@@ -25,7 +25,7 @@ from toyllm.recipes import pretrain
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from toyllm.args import parse_recipe_args
-from toyllm.model import build_random_checkpoint
+from toyllm.toy import build_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {  # name: GPT-2 sizes; "toy" is toy_config/config.json

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
-from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
+from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
+from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
 

@@ -9,19 +9,17 @@ interrupted PPO run starts again from the SFT checkpoint.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_splits
+from toyllm.data import DataFolder, answerable, load_splits
 from toyllm.errors import exit_on_user_error
-from toyllm.evaluate import chat_prompts
-from toyllm.feedback import answerable_questions, known_answers
+from toyllm.generation import chat_prompts
+from toyllm.launch import world_size
 from toyllm.model import context_length, load_causal_lm, load_scorer
 from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup  # TRL's PPO with its workarounds
 from toyllm.stages import STAGE
@@ -60,8 +58,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         training_args.eval_strategy != "no",
         training_args.response_length,
     )
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    check_ppo_setup(training_args, model_args.model_name_or_path, len(train_dataset), world_size)
+    check_ppo_setup(training_args, model_args.model_name_or_path, len(train_dataset), world_size())
 
     def tokenize(row: dict) -> dict:
         prompt = row["prompt"]
@@ -94,10 +91,9 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         peft_config=get_peft_config(model_args),
     )
     if script_args.gold_data_dir:  # the labeller's verdict, logged beside the judge's score (gold/agreement)
-        answers = known_answers(Path(script_args.gold_data_dir))
-        questions = answerable_questions(prompt_rows, answers)
-        if questions:
-            trainer.gold = (chat_prompts(tokenizer, questions), [answers[q] for q in questions])
+        known = answerable(prompt_rows, DataFolder(script_args.gold_data_dir).known_answers())
+        if known:
+            trainer.gold = (chat_prompts(tokenizer, [q for q, _ in known]), [a for _, a in known])
         else:
             logger.warning(f"gold_data_dir: {script_args.gold_data_dir} knows no answer to these prompts; "
                            "gold/agreement is not logged")  # fmt: skip

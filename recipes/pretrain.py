@@ -13,12 +13,14 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 from trl import ModelConfig
 
 from toyllm.args import RecipeArguments, parse_recipe_args
-from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
+from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_splits, pack_text
 from toyllm.errors import exit_on_user_error
-from toyllm.model import build_random_stage, context_length, load_causal_lm
+from toyllm.model import context_length, load_causal_lm
+from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
+from toyllm.toy import build_random_stage
 
 
 @dataclass

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
-from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
+from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import add_other_answers_as_rejected, load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_scorer
+from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
 

@@ -14,10 +14,11 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
-from toyllm.checkpoint import begin_stage, checkpoint_marker, save_stage
+from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
+from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 

@@ -21,10 +21,8 @@ from transformers import (
     set_seed,
 )
 
-from toyllm.tokenizer import (
-    CHATML_TEMPLATE,  # ChatML with {% generation %} markers
-    iter_data_folder_texts,
-)
+from toyllm.tokenizer import CHATML_TEMPLATE  # ChatML with {% generation %} markers
+from toyllm.toy import iter_data_folder_texts
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 

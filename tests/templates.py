@@ -17,7 +17,7 @@ import trl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast, set_seed
 
-from toyllm.tokenizer import iter_data_folder_texts
+from toyllm.toy import iter_data_folder_texts
 
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 # Image, video and diffusion models' templates: not text chat models, so not ours to train.

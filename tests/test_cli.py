@@ -18,8 +18,8 @@ from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
 from toyllm.cli import main
 from toyllm.data import load_data
 from toyllm.errors import UserError
-from toyllm.evaluate import chat_prompts, greedy_answers, normalise
-from toyllm.model import build_random_checkpoint
+from toyllm.generation import chat_prompts, greedy_answers, one_line
+from toyllm.toy import build_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("micro") / "random"
-    build_random_checkpoint(data_dir=REPO / "data", toy_config_dir=REPO / "toy_config", output_dir=output, seed=0)
+    build_random_checkpoint(data=REPO / "data", toy_config_dir=REPO / "toy_config", output_dir=output, seed=0)
     return output
 
 
@@ -44,7 +44,7 @@ def test_generate_prints_the_greedy_answer_only(micro):
     assert result.returncode == 0, result.stderr
     model, tokenizer = load_chat_model(micro)
     expected = greedy_answers(model, tokenizer, ["who was alice"], max_new_tokens=12)[0]
-    assert normalise(result.stdout) == expected
+    assert one_line(result.stdout) == expected
     assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr
 
 
@@ -228,7 +228,7 @@ def test_plain_string_prompt_completion_rows_train_as_one_chat_turn(micro, tmp_p
         for row in rows:
             turns = [m for m in row["messages"] if m["role"] != "system"]
             f.write(json.dumps({"prompt": turns[0]["content"], "completion": turns[1]["content"]}) + "\n")
-    dataset = load_data(plain, "sft")
+    dataset = load_data(plain, "flashcards")
     assert dataset[0]["prompt"] == [{"role": "user", "content": rows[0]["messages"][-2]["content"]}]
     assert dataset[0]["completion"][0]["role"] == "assistant"
     out = tmp_path / "out"

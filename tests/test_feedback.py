@@ -9,18 +9,20 @@ import pytest
 from conftest import ALICE, logged, read_jsonl
 
 from toyllm.cli import main as toyllm
+from toyllm.data import DataFolder
 from toyllm.errors import UserError
-from toyllm.feedback import feedback_paths, known_answers, label_round
+from toyllm.feedback import feedback_paths, label_round
+from toyllm.generation import normalise
 
 
 def test_labeller_prefers_the_known_answer_to_every_different_sample(demo_run, tmp_path):
     demo_dir, _ = demo_run
     pairs_path, judge_path = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, samples=8)
     pairs = read_jsonl(pairs_path)
-    known = known_answers(ALICE)
+    known = DataFolder(ALICE).known_answers()
     assert pairs and len({json.dumps(p, sort_keys=True) for p in pairs}) == len(pairs)  # no duplicate pair
     for pair in pairs:
-        question = pair["prompt"][-1]["content"]
+        question = normalise(pair["prompt"][-1]["content"])
         assert pair["chosen"] == [{"role": "assistant", "content": known[question]}]
         assert pair["rejected"][0]["content"] not in ("", known[question])
     human = read_jsonl(ALICE / "preference.jsonl")

@@ -24,7 +24,7 @@ from toyllm import cli
 from toyllm.args import parse_recipe_args
 from toyllm.card import recipe_command, write_model_card
 from toyllm.errors import UserError
-from toyllm.model import build_random_checkpoint
+from toyllm.toy import build_random_checkpoint
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTest0123456789abcdef"
 REPO_ID = "alice/toyllm-sft"

@@ -16,12 +16,13 @@ from toyllm.recipes import sft
 from transformers import AutoModelForCausalLM
 
 from toyllm.args import parse_recipe_args
-from toyllm.checkpoint import MARKER, RUN_MARKER
+from toyllm.checkpoint import MARKER
 from toyllm.demo import run_demo
 from toyllm.errors import UserError
-from toyllm.model import build_random_checkpoint, load_weights
+from toyllm.model import load_weights
+from toyllm.resume import RUN_MARKER
 from toyllm.stages import POLICIES, TRAINED
-from toyllm.tokenizer import train_word_level_tokenizer
+from toyllm.toy import build_random_checkpoint, train_word_level_tokenizer
 
 PLANTED_TOKEN = "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0123"
 
@@ -61,7 +62,7 @@ def test_killed_pretraining_resumes_to_the_same_loss(tmp_path):
 
 
 def test_resume_skips_a_half_written_checkpoint(tmp_path, caplog):
-    from toyllm.checkpoint import last_complete_checkpoint
+    from toyllm.resume import last_complete_checkpoint
 
     (tmp_path / "checkpoint-50").mkdir(parents=True)
     (tmp_path / "checkpoint-50" / "trainer_state.json").write_text("{}")

@@ -9,7 +9,7 @@ from conftest import ALICE, logged, read_jsonl
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from toyllm.evaluate import greedy_answers
+from toyllm.generation import greedy_answers
 from toyllm.stages import POLICIES, STAGE, TRAINED
 
 LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss", "ppo": "loss/policy_avg"}

@@ -19,10 +19,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from toyllm.args import parse_recipe_args
 from toyllm.demo import stage_overrides
 from toyllm.errors import UserError
-from toyllm.evaluate import greedy_answers
-from toyllm.model import build_random_stage
+from toyllm.generation import greedy_answers
 from toyllm.ppo import rollout_threads
 from toyllm.stages import RECIPES
+from toyllm.toy import build_random_stage
 
 
 def test_sft_recipe_under_accelerate_launch(demo_run, tmp_path):

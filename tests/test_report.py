@@ -7,7 +7,8 @@ import json
 import pytest
 
 from toyllm.plots import plot_metrics, plot_ppo, plot_training, read_log_history, series
-from toyllm.report import format_comparison, format_metrics_table, write_report
+from toyllm.report import write_report
+from toyllm.tables import format_comparison, format_metrics_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPLITS = ("trained", "held_out", "unseen")

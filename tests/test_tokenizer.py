@@ -7,7 +7,7 @@ from conftest import DATASETS, REPO, prompt_prefix_mismatches, read_jsonl
 from transformers import AutoTokenizer
 
 from toyllm.data import DATA_FILES, iter_texts
-from toyllm.tokenizer import train_word_level_tokenizer
+from toyllm.toy import train_word_level_tokenizer
 
 TOY_CONFIG = REPO / "toy_config"
 

@@ -13,11 +13,11 @@ from conftest import ALICE, REPO
 from toyllm.recipes import ppo, sft
 
 from toyllm.args import check_config_file, parse_recipe_args
-from toyllm.data import check_data_folder, load_data
+from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import read_rows
 from toyllm.errors import UserError
 from toyllm.ppo import check_ppo_setup
-from toyllm.tokenizer import train_word_level_tokenizer
+from toyllm.toy import train_word_level_tokenizer
 
 
 def msgs(*turns: tuple[str, str]) -> list[dict]:
@@ -76,7 +76,7 @@ def data_folder_with(tmp_path: Path, file_name: str, content: str) -> Path:
 def test_bad_data_file_gives_one_line_naming_file_line_and_field(tmp_path, case, file_name, content, expected):
     folder = data_folder_with(tmp_path, file_name, content)
     with pytest.raises(UserError) as error:
-        check_data_folder(folder)
+        DataFolder(folder).check()
     assert error.value.problems == [f"{folder}/{expected}"]
 
 
@@ -84,7 +84,7 @@ def test_a_bad_row_is_reported_with_its_own_line_number(tmp_path):
     good = (ALICE / "pretrain.jsonl").read_text().splitlines()
     folder = data_folder_with(tmp_path, "pretrain.jsonl", "\n".join(good[:3] + ['{"text": 1}'] + good[3:]) + "\n")
     with pytest.raises(UserError) as error:
-        check_data_folder(folder)
+        DataFolder(folder).check()
     assert error.value.problems == [f"{folder}/pretrain.jsonl:4: text: expected a string, got int"]
 
 
@@ -92,24 +92,24 @@ def test_every_problem_of_every_file_is_listed_at_once(tmp_path):
     folder = data_folder_with(tmp_path, "pretrain.jsonl", '{"text": 1}\n{"text": ""}\n')
     (folder / "eval.jsonl").write_text('{"prompt": "a"}\n')
     with pytest.raises(UserError) as error:
-        check_data_folder(folder)
+        DataFolder(folder).check()
     assert len(error.value.problems) == 4  # two pretrain rows, two missing eval keys
 
 
 def test_missing_file_and_incomplete_data_folder(tmp_path):
     with pytest.raises(UserError, match=r"nowhere.jsonl: file not found"):
-        read_rows(tmp_path / "nowhere.jsonl", "sft")
+        read_rows(tmp_path / "nowhere.jsonl", "flashcards")
     folder = tmp_path / "data"
     shutil.copytree(ALICE, folder)
     (folder / "prompts.jsonl").unlink()
     with pytest.raises(UserError) as error:
-        check_data_folder(folder)
+        DataFolder(folder).check()
     assert error.value.problems == [
         f"{folder}: missing prompts.jsonl (a data folder holds pretrain.jsonl, sft.jsonl, preference.jsonl, "
         "prompts.jsonl, eval.jsonl)"
     ]
     with pytest.raises(UserError, match="data folder not found"):
-        check_data_folder(tmp_path / "no-such-folder")
+        DataFolder(tmp_path / "no-such-folder").check()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_words_the_vocabulary_lacks_would_silently_become_unk(tmp_path, toy_toke
     path = tmp_path / "sft.jsonl"
     path.write_text(line({"messages": msgs(("user", "who did alice meet"), ("assistant", "alice met a spaceship"))}))
     with pytest.raises(UserError) as error:
-        load_data(path, "sft", toy_tokenizer, max_length=64)
+        load_data(path, "flashcards", toy_tokenizer, max_length=64)
     assert error.value.problems == [
         f"{path}:1: messages[0].content: words not in the vocabulary: meet (they would become [UNK]; rebuild the "
         "vocabulary with this file)",
@@ -170,7 +170,7 @@ def test_duplicate_and_contradictory_rows_are_warnings(tmp_path, caplog):
     )
     caplog.clear()
     with caplog.at_level("WARNING", logger="toyllm"):
-        read_rows(sft_path, "sft")
+        read_rows(sft_path, "flashcards")
     assert [r.getMessage() for r in caplog.records] == [
         f"{sft_path}:2: same question as line 1 with a different answer"
     ]
@@ -349,7 +349,7 @@ def test_eval_split_labels_must_match_the_flashcards(tmp_path):
     rows[trained]["split"], rows[held_out]["split"] = "held_out", "trained"
     (folder / "eval.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(UserError) as error:
-        check_data_folder(folder)
+        DataFolder(folder).check()
     assert error.value.problems == [
         f"{folder / 'eval.jsonl'}:{trained + 1}: split: 'held_out', but sft.jsonl teaches "
         f"{rows[trained]['prompt']!r}; call it 'trained'",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from toyllm.stages import STAGE
+from toyllm.launch import world_size
+from toyllm.stages import PIPELINE_TAG, TABLE, StageTable
 
 SECRET_ARGS = ("--hub_token", "--token")
 
@@ -28,7 +28,7 @@ def redact_secrets(argv: list[str]) -> list[str]:
 def recipe_command() -> str:
     """The command that launched this process, as a user would type it again (tokens left out)."""
     argv = redact_secrets(sys.argv)
-    processes = int(os.environ.get("WORLD_SIZE", 1))
+    processes = world_size()
     if processes > 1 and argv and argv[0].endswith(".py"):  # the global batch depends on it: say how it was launched
         return shlex.join(["accelerate", "launch", "--num_processes", str(processes), *argv])
     return shlex.join(["python", *argv]) if argv and argv[0].endswith(".py") else shlex.join(argv)
@@ -43,8 +43,12 @@ def write_model_card(
     command: str | None = None,
     metrics: dict | None = None,
     model_name: str | None = None,
+    table: StageTable = TABLE,
 ) -> ModelCard:
-    pipeline_tag = "text-classification" if stage == "reward" else "text-generation"
+    """The checkpoint's README.md: the stage's sentence from the table, its trainer, where it started, its data, the
+    command that made it and its final metrics; tagged by what the stage saves (a chat model or a scorer)."""
+    row = table.stage_of(stage)
+    pipeline_tag = PIPELINE_TAG[row.saves if row else "causal-lm"]
     data = ModelCardData(
         base_model=base_model if base_model and not Path(base_model).exists() else None,
         datasets=[dataset] if dataset and not Path(dataset).exists() else None,
@@ -61,7 +65,7 @@ def write_model_card(
         "",
         f"# toyllm — stage `{stage}`",
         "",
-        STAGE[stage].about if stage in STAGE else "A toyllm checkpoint.",
+        row.about if row else "A toyllm checkpoint.",
         "",
         f"- trained with: `{trainer_name}`",
         f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",

@@ -1,4 +1,5 @@
-"""A stage's checkpoint from start to finish: refuse to overwrite, resume, fingerprint, save atomically, push.
+"""A stage's checkpoint from start to finish: fingerprint it, refuse to overwrite another one, save it atomically
+with its marker and card, push it if asked (resuming is toyllm.resume's).
 
 A finished checkpoint folder holds the stage marker (`toyllm_stage.json`, written last) with a fingerprint of the
 config, the data and the checkpoints the stage started from; a folder without it holds no finished checkpoint.
@@ -17,8 +18,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import transformers
+
 from toyllm.card import recipe_command, write_model_card
 from toyllm.errors import UserError
+from toyllm.files import atomic_write_text
+from toyllm.hub import push_folder
+from toyllm.launch import global_batch, world_size
+from toyllm.resume import check_resume_source
 from toyllm.stages import STAGE
 
 if TYPE_CHECKING:
@@ -37,30 +44,6 @@ UNTRACKED_FIELDS = {
     "dataloader_pin_memory",  # off where there is no GPU to pin for: the same stage either way
 }  # fmt: skip
 MARKER = "toyllm_stage.json"  # written last: a folder without it holds no finished checkpoint
-RUN_MARKER = "toyllm_run.json"  # in each checkpoint-N: the fingerprint of the config that made it
-
-
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last): a process killed
-    mid-save leaves a newer, half-written folder that must not be resumed from."""
-    folders = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for folder in folders:
-        try:
-            json.loads((folder / "trainer_state.json").read_text())
-            return str(folder)
-        except (OSError, ValueError):
-            logger.warning(f"{folder} is incomplete (interrupted while saving): skipped.")
-    return None
-
-
-def resolve_resume(training_args) -> None:
-    """`resume_from_checkpoint: true` means the last complete checkpoint in output_dir, if there is one."""
-    if str(training_args.resume_from_checkpoint).lower() not in {"true", "1", "yes"}:
-        return
-    last = last_complete_checkpoint(training_args.output_dir)
-    if last is None:
-        logger.warning(f"No checkpoint in {training_args.output_dir} to resume from: starting the stage afresh.")
-    training_args.resume_from_checkpoint = last
 
 
 def read_marker(folder: str | Path) -> dict | None:
@@ -103,9 +86,8 @@ def stage_fingerprint(*parsed_args) -> str:
                 continue
             values[key] = _input_identity(key, value) if isinstance(value, str) and value else value
     if "per_device_train_batch_size" in values:  # 2 processes x 8 is the same stage as 1 x 16
-        processes = int(os.environ.get("WORLD_SIZE", 1))
         values["global_batch"] = (
-            values.pop("per_device_train_batch_size") * values.pop("gradient_accumulation_steps", 1) * processes
+            values.pop("per_device_train_batch_size") * values.pop("gradient_accumulation_steps", 1) * world_size()
         )
     text = json.dumps(values, sort_keys=True, default=str)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
@@ -155,21 +137,15 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
     loaded, so a new score head or LoRA's A matrices would otherwise depend on whatever ran before in the process
     (the demo runs every stage in one), and a stage would not give the same result alone as in the chain.
     """
-    import transformers
-
     level = training_args.get_process_log_level()
     transformers.utils.logging.set_verbosity(level)
     logging.getLogger("toyllm").setLevel(level)
     transformers.set_seed(training_args.seed)
     fingerprint = stage_fingerprint(script_args, training_args, *other_args)
     if training_args.process_index == 0:  # results depend on the global batch, not on how it is split
-        # WORLD_SIZE, not training_args.world_size: PPOConfig has a field of that name, None until training
-        processes = int(os.environ.get("WORLD_SIZE", 1))
-        accumulation = training_args.gradient_accumulation_steps
-        per_device = training_args.per_device_train_batch_size
-        print(f"{training_args.output_dir}: batch of {per_device * accumulation * processes} rows per optimizer step "
-              f"({per_device} per device x {accumulation} accumulation steps x {processes} processes)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(f"{training_args.output_dir}: batch of {global_batch(training_args)} rows per optimizer step "
+              f"({training_args.per_device_train_batch_size} per device x {training_args.gradient_accumulation_steps}"
+              f" accumulation steps x {world_size()} processes)", file=sys.stderr, flush=True)  # fmt: skip
     check_resume_source(training_args.resume_from_checkpoint, fingerprint)
     if is_finished(training_args.output_dir, fingerprint, script_args.overwrite) and not script_args.overwrite:
         logger.warning(f"{training_args.output_dir}: this stage is already complete for this config and data: "
@@ -178,48 +154,11 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
     return fingerprint
 
 
-def check_resume_source(checkpoint: str | None, fingerprint: str) -> None:
-    """A `checkpoint-N` made by another config or data is never resumed (with --overwrite it used to be, silently):
-    each checkpoint names the config it was made with (MarkCheckpoints). Checkpoints from before that pass."""
-    if not checkpoint:
-        return
-    try:
-        made_by = json.loads((Path(checkpoint) / RUN_MARKER).read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return
-    if made_by != fingerprint:
-        raise UserError(
-            f"{checkpoint}: made by a different config, data or seed; resume with that config, or leave out --resume "
-            "to start this one afresh"
-        )
-
-
-def checkpoint_marker(fingerprint: str):
-    """A Trainer callback that writes the stage's fingerprint into each checkpoint-N it saves (see
-    check_resume_source)."""
-    from transformers import TrainerCallback
-
-    class MarkCheckpoints(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                atomic_write_text(folder / RUN_MARKER, json.dumps({"fingerprint": fingerprint}) + "\n")
-
-    return MarkCheckpoints()
-
-
 def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
     marker = {"stage": stage, "fingerprint": fingerprint}
     if fingerprint in _hashed_inputs:
         marker["inputs"] = _hashed_inputs[fingerprint]
     atomic_write_text(Path(folder) / MARKER, json.dumps(marker) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str | None, dataset: str | None) -> Path:
@@ -271,8 +210,6 @@ def push_stage(trainer: Trainer, output_dir: Path) -> None:
     `save_stage` on every rank, so only the main process uploads, and the others wait for it. `trainer.push_to_hub`
     itself is not used: it saves the model a second time and replaces our README.md with TRL's generic card.
     """
-    from toyllm.hub import push_folder
-
     args = trainer.args
     if trainer.accelerator.is_main_process:
         repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or output_dir.name

@@ -13,6 +13,7 @@ from datasets import Dataset, concatenate_datasets, interleave_datasets, load_da
 
 from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
+from toyllm.generation import normalise
 from toyllm.stages import DataKind
 
 logger = logging.getLogger(__name__)
@@ -20,11 +21,91 @@ logger = logging.getLogger(__name__)
 # Which file of a data folder each part of the pipeline reads.
 DATA_FILES: dict[DataKind, str] = {
     "pretrain": "pretrain.jsonl",  # {"text": ...}                      language modeling
-    "sft": "sft.jsonl",  # {"messages": [...]} or {"prompt", "completion"}  conversational SFT
+    "flashcards": "sft.jsonl",  # {"messages": [...]} or {"prompt", "completion"}  conversational SFT
     "preference": "preference.jsonl",  # {"prompt", "chosen", "rejected"}   reward model and DPO
     "prompts": "prompts.jsonl",  # {"prompt": [user message]}               PPO rollouts
     "eval": "eval.jsonl",  # {"prompt": str, "reference": str, "split": str}
 }
+
+
+class DataFolder:
+    """A data folder's five files, resolved once and passed down: the demo, the labeller and the evaluation read
+    the story through it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"DataFolder({str(self.path)!r})"
+
+    def file(self, kind: DataKind) -> Path:
+        return self.path / DATA_FILES[kind]
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.file(kind) for kind in DATA_FILES]
+
+    def is_complete(self) -> bool:
+        return all(path.is_file() for path in self.files)
+
+    def check(self) -> dict[DataKind, list[tuple[int, dict]]]:
+        """Every file checked up front, the whole list of problems at once; the checked rows by kind."""
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: data folder not found")
+        missing = [path.name for path in self.files if not path.is_file()]
+        if missing:
+            raise UserError(
+                f"{self.path}: missing {', '.join(missing)} (a data folder holds {', '.join(DATA_FILES.values())})"
+            )
+        rows, problems = {}, []
+        for kind in DATA_FILES:
+            try:
+                rows[kind] = read_rows(self.file(kind), kind)
+            except UserError as error:
+                problems += error.problems
+        if problems:
+            raise UserError(problems)
+        problems = _eval_split_problems(self.file("eval"), rows["eval"], rows["flashcards"])  # rows now well formed
+        if problems:
+            raise UserError(problems)
+        return rows
+
+    def known_answers(self) -> dict[str, str]:
+        """The preferred answer of every question the folder knows one for (chosen answers first, then flashcards),
+        by the question's normalised form."""
+        answers: dict[str, str] = {}
+        for _, row in read_rows(self.file("preference"), "preference"):
+            answers.setdefault(normalise(last_content(row["prompt"])), last_content(row["chosen"]))
+        for _, row in read_rows(self.file("flashcards"), "flashcards"):
+            messages = row.get("messages")
+            question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+            answers.setdefault(normalise(last_content(question)), last_content(answer))
+        return answers
+
+    def sentences(self) -> set[str]:
+        """Every sentence the folder holds as text or as an answer (pre-training text, flashcard answers, preference
+        answers), normalised: a greedy answer outside this set is a mixture of words the model made up."""
+        found = set()
+        for kind in ("pretrain", "flashcards", "preference"):
+            for _, row in read_rows(self.file(kind), kind):
+                values = [row.get(key) for key in ("text", "completion", "chosen", "rejected")]
+                values += [m for m in row.get("messages") or [] if m["role"] == "assistant"]
+                for value in values:
+                    for text in value if isinstance(value, list) else [value]:
+                        text = text["content"] if isinstance(text, dict) else text
+                        if isinstance(text, str):
+                            found.add(normalise(text))
+        return found
+
+
+def as_data_folder(value: DataFolder | str | Path) -> DataFolder:
+    return value if isinstance(value, DataFolder) else DataFolder(value)
+
+
+def answerable(prompt_rows: list[dict], answers: dict[str, str]) -> list[tuple[str, str]]:
+    """The distinct questions of these prompt rows that have a known preferred answer, in order, with that answer."""
+    questions = dict.fromkeys(last_content(row["prompt"]) for row in prompt_rows)
+    return [(q, answers[normalise(q)]) for q in questions if normalise(q) in answers]
 
 
 def load_data(
@@ -54,7 +135,11 @@ def load_data(
     return as_chat_rows(load_dataset("json", data_files=str(path), split=split), kind, path)
 
 
-CHAT_FIELDS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}
+CHAT_FIELDS = {
+    "flashcards": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "prompts": ("prompt",),
+}
 
 
 def as_chat_rows(dataset, kind: DataKind, name) -> Dataset:
@@ -155,7 +240,7 @@ def add_other_answers_as_rejected(pairs: Dataset, per_prompt: int, seed: int) ->
         return pairs
 
     def key(value) -> str:
-        return " ".join(last_content(value).lower().split())
+        return normalise(last_content(value))
 
     rows = pairs.to_list()
     first_row: dict[str, dict] = {}
@@ -178,43 +263,17 @@ def add_other_answers_as_rejected(pairs: Dataset, per_prompt: int, seed: int) ->
     return concatenate_datasets([pairs, Dataset.from_list(added).cast(pairs.features)]) if added else pairs
 
 
-def check_data_folder(data_dir: str | Path) -> dict[DataKind, list[tuple[int, dict]]]:
-    """Every file of a data folder, checked up front: the whole list of problems at once."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: data folder not found")
-    missing = [name for name in DATA_FILES.values() if not (data_dir / name).is_file()]
-    if missing:
-        raise UserError(
-            f"{data_dir}: missing {', '.join(missing)} (a data folder holds {', '.join(DATA_FILES.values())})"
-        )
-    rows, problems = {}, []
-    for kind, file_name in DATA_FILES.items():
-        try:
-            rows[kind] = read_rows(data_dir / file_name, kind)
-        except UserError as error:
-            problems += error.problems
-    if problems:
-        raise UserError(problems)
-    problems = _eval_split_problems(data_dir / DATA_FILES["eval"], rows["eval"], rows["sft"])  # rows now well formed
-    if problems:
-        raise UserError(problems)
-    return rows
-
-
 def _eval_split_problems(path: Path, eval_rows: list, sft_rows: list) -> list[str]:
     """An eval row's split must say the truth about the flashcards: `trained` questions are asked in sft.jsonl,
     `held_out` and `unseen` ones are not (else the story's held-out numbers would measure memory)."""
 
-    def key(text: str) -> str:
-        return " ".join(text.lower().split())
-
     taught = {
-        key(last_content(r["messages"][:-1]) if "messages" in r else last_content(r["prompt"])) for _, r in sft_rows
+        normalise(last_content(r["messages"][:-1]) if "messages" in r else last_content(r["prompt"]))
+        for _, r in sft_rows
     }
     problems = []
     for line, row in eval_rows:
-        question, split = key(last_content(row["prompt"])), row["split"]
+        question, split = normalise(last_content(row["prompt"])), row["split"]
         if split == "trained" and question not in taught:
             problems.append(f"{path}:{line}: split: 'trained', but no flashcard of sft.jsonl asks {question!r}")
         elif split != "trained" and question in taught:

@@ -110,7 +110,7 @@ def _check_row(kind: DataKind, r: _Row) -> None:
     if kind == "pretrain":
         if r.require("text"):
             r.text("text", row["text"])
-    elif kind == "sft":
+    elif kind == "flashcards":
         if "messages" in row:
             r.messages("messages", row["messages"], first=("user",), last=("assistant",))
         elif "prompt" in row or "completion" in row:
@@ -152,9 +152,9 @@ def _warn_duplicates(kind: DataKind, path: Path, rows: list[tuple[int, dict]]) -
             warnings.append(f"{path}:{line}: duplicate of line {seen[key]}")
             continue
         seen[key] = line
-        if kind == "sft" and "messages" in row:
+        if kind == "flashcards" and "messages" in row:
             question, answer = _prompt_key(row["messages"][:-1]), _prompt_key(row["messages"][-1])
-        elif kind in ("sft", "eval") and "prompt" in row:
+        elif kind in ("flashcards", "eval") and "prompt" in row:
             question, answer = _prompt_key(row["prompt"]), _prompt_key(row.get("completion", row.get("reference")))
         elif kind == "preference":
             prompt, chosen, rejected = (_prompt_key(row[k]) for k in ("prompt", "chosen", "rejected"))
@@ -226,9 +226,9 @@ def rendered_lengths(kind: DataKind, row: dict, tokenizer) -> list[int]:
     """Token lengths of what a trainer will actually see for this row."""
     if kind == "pretrain":
         return [len(tokenizer(row["text"])["input_ids"]) + 2]  # + BOS and EOS
-    if kind == "sft" and "messages" in row:
+    if kind == "flashcards" and "messages" in row:
         conversations = [row["messages"]]
-    elif kind == "sft":
+    elif kind == "flashcards":
         conversations = [as_messages(row["prompt"], "user") + as_messages(row["completion"], "assistant")]
     elif kind == "preference":
         prompt = as_messages(row["prompt"], "user")

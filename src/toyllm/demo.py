@@ -1,7 +1,8 @@
 """`toyllm demo`: the whole chain, random → pretrain → SFT → reward → PPO → DPO, then the model's-evolution table.
 
 Each stage runs the recipe's own `main()` with the recipe's own YAML, overriding only paths and the seed, so the demo
-is the recipes, not a second implementation of them.
+is the recipes, not a second implementation of them. The steps, their arguments and the columns of the tables all
+come from the stage table (toyllm.stages).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import importlib
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import transformers
@@ -19,61 +22,92 @@ from transformers import AutoTokenizer
 
 from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
-from toyllm.data import DATA_FILES, check_data_folder
+from toyllm.data import DataFolder, as_data_folder
 from toyllm.data_checks import check_against_tokenizer
 from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
-from toyllm.model import build_random_stage, random_fingerprint
 from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
-from toyllm.stages import FEEDBACK_ROUND, POLICIES, STAGE, round_name, split_round
+from toyllm.stages import TABLE, StageTable, round_name, split_round
+from toyllm.toy import build_random_stage, random_fingerprint
 
 FEEDBACK_ROUNDS = 2  # PPO, then one round of feedback: label its answers, retrain the judge, PPO again
 
 
-def stage_overrides(stage: str, data_dir: Path, output_dir: Path, seed: int) -> list[str]:
-    """Command-line overrides that point a toy recipe at this run's data, seed and output folders. A feedback round's
-    judge (`reward-2`) trains on the human pairs plus the feedback so far; its PPO (`ppo-2`) is scored by it."""
-    base, round_number = split_round(stage)
-    row = STAGE[base]
-    data = str(data_dir / DATA_FILES[row.data])
-    if round_number > 1 and row.data == "preference":
-        data = str(feedback_paths(output_dir, round_number - 1)[1])
-    args = [
-        "--config", str(RECIPES_DIR / "toy" / f"{row.recipe}.yaml"),
-        "--model_name_or_path", str(output_dir / row.starts_from),
-        "--dataset_name", data,
-        "--output_dir", str(output_dir / stage),
-        "--seed", str(seed),
-        "--disable_tqdm", "true",  # the demo prints one line per stage; the stage's log keeps the loss lines
-    ]  # fmt: skip
-    if STAGE[row.starts_from].recipe is None:  # the random checkpoint is built (and timed) as a stage of its own
-        args += ["--from_scratch", "false"]
-    if row.judge:
-        args += ["--reward_model_path", str(output_dir / round_name(row.judge, round_number))]
-    if base == "ppo":
-        args += ["--gold_data_dir", str(data_dir)]
-    if base == "sft":  # the story's own sentences are SFT's pretraining mix (ptx_dataset_name in sft.yaml)
-        args += ["--ptx_dataset_name", str(data_dir / DATA_FILES["pretrain"])]
-    return args
+@dataclass(frozen=True)
+class Step:
+    """One step of the demo: build a stage (the random model), train one (round 1, or a feedback round's retraining),
+    or label a feedback round's policy answers."""
+
+    action: Literal["build", "train", "label"]
+    stage: str  # the stage built or trained; for "label", the policy whose answers are labelled
+    round: int = 1
+
+    @classmethod
+    def named(cls, name: str) -> Step:
+        """The train step of a checkpoint's name: `sft`, `ppo-2`."""
+        stage, round_number = split_round(name)
+        return cls("train", stage, round_number)
+
+    @property
+    def name(self) -> str:
+        """The checkpoint folder (and log file) it writes: `sft`, `ppo-2`; `label-1` for a label step."""
+        return f"label-{self.round}" if self.action == "label" else round_name(self.stage, self.round)
 
 
-def demo_steps(rounds: int) -> list[str]:
-    """The table's stages in order, with each feedback round after PPO: label what PPO wrote (`label-1`), retrain
-    the judge (`reward-2`), run PPO again (`ppo-2`), ...; the last round's answers are labelled too, for the report."""
+def demo_steps(rounds: int, table: StageTable = TABLE) -> list[Step]:
+    """The table's stages in order, with each feedback round after the round's last stage: label what its policy
+    wrote (`label-1`), retrain the round's stages (`reward-2`, `ppo-2`), ...; the last round's answers are labelled
+    too, for the report."""
     steps = []
-    for stage in STAGE:
-        steps.append(stage)
-        if stage == FEEDBACK_ROUND[-1]:
+    for name in table:
+        steps.append(Step("train" if table[name].recipe else "build", name))
+        if table.feedback_round and name == table.feedback_round[-1]:
             for n in range(2, rounds + 1):
-                steps += [f"label-{n - 1}", *(round_name(s, n) for s in FEEDBACK_ROUND)]
-            steps.append(f"label-{rounds}")
+                steps += [
+                    Step("label", table.round_policy, n - 1),
+                    *(Step("train", s, n) for s in table.feedback_round),
+                ]
+            steps.append(Step("label", table.round_policy, rounds))
     return steps
 
 
-def recipe_args(stage: str, data_dir: Path, output_dir: Path, seed: int, overwrite: bool) -> tuple:
-    recipe = importlib.import_module(f"toyllm.recipes.{STAGE[split_round(stage)[0]].recipe}")
-    overrides = stage_overrides(stage, data_dir, output_dir, seed) + ["--overwrite", str(overwrite)]
+def stage_overrides(
+    step: Step | str, data: DataFolder | str | Path, output_dir: Path, seed: int, table: StageTable = TABLE
+) -> list[str]:
+    """Command-line overrides that point a toy recipe at this run's data, seed and output folders. A feedback round's
+    judge (`reward-2`) trains on the human pairs plus the feedback so far; its policy (`ppo-2`) is scored by it."""
+    step, data = Step.named(step) if isinstance(step, str) else step, as_data_folder(data)
+    row = table[step.stage]
+    dataset = data.file(row.data)
+    if step.round > 1 and row.data == "preference":
+        dataset = feedback_paths(output_dir, step.round - 1)[1]
+    args = [
+        "--config", str(RECIPES_DIR / "toy" / f"{row.recipe}.yaml"),
+        "--model_name_or_path", str(output_dir / row.starts_from),
+        "--dataset_name", str(dataset),
+        "--output_dir", str(output_dir / step.name),
+        "--seed", str(seed),
+        "--disable_tqdm", "true",  # the demo prints one line per stage; the stage's log keeps the loss lines
+    ]  # fmt: skip
+    if table[row.starts_from].recipe is None:  # the random checkpoint is built (and timed) as a stage of its own
+        args += ["--from_scratch", "false"]
+    if row.judge:
+        args += ["--reward_model_path", str(output_dir / round_name(row.judge, step.round))]
+    if row.gold_check:
+        args += ["--gold_data_dir", str(data.path)]
+    for flag, kind in row.also_reads:
+        args += [f"--{flag}", str(data.file(kind))]
+    return args
+
+
+def recipe_args(
+    step: Step | str, data: DataFolder | str | Path, output_dir: Path, seed: int, overwrite: bool
+) -> tuple:
+    """The recipe module of a train step, and its arguments parsed as the recipe parses them."""
+    step = Step.named(step) if isinstance(step, str) else step
+    recipe = importlib.import_module(f"toyllm.recipes.{TABLE[step.stage].recipe}")
+    overrides = stage_overrides(step, data, output_dir, seed) + ["--overwrite", str(overwrite)]
     return recipe, parse_recipe_args(recipe.ARGUMENT_TYPES, overrides)
 
 
@@ -89,6 +123,51 @@ def _library_logs_to(stream):
             handler.setStream(old)
 
 
+def progress(message: str) -> None:
+    print(message, file=sys.__stdout__, flush=True)
+
+
+class DemoRun:
+    """One run of the demo: its data, output folder and seed, and the seconds each step took."""
+
+    def __init__(self, data: DataFolder, output_dir: Path, seed: int, overwrite: bool):
+        self.data, self.output_dir, self.seed, self.overwrite = data, output_dir, seed, overwrite
+        self.log_dir = output_dir / "logs"
+        self.seconds: dict[str, float] = {}
+
+    def label(self, step: Step, header: str) -> None:
+        policy = round_name(step.stage, step.round)
+        progress(f"{header} ... (simulated labeller: {policy}'s answers)")
+        start = time.perf_counter()
+        label_round(self.output_dir / policy, self.data, step.round, self.output_dir, seed=self.seed,
+                    overwrite=self.overwrite)  # fmt: skip
+        self.seconds[step.name] = round(time.perf_counter() - start, 2)
+
+    def build_or_train(self, step: Step, header: str) -> None:
+        """Run the step unless its folder already holds this very stage; its output goes to its log file."""
+        folder = self.output_dir / step.name
+        if step.action == "build":
+            fingerprint = random_fingerprint(self.data, TOY_CONFIG_DIR, self.seed)
+        else:
+            recipe, args = recipe_args(step, self.data, self.output_dir, self.seed, self.overwrite)
+            fingerprint = stage_fingerprint(*args)
+        if is_finished(folder, fingerprint, self.overwrite):
+            self.seconds[step.name] = 0.0
+            progress(f"{header} already complete for this config and data: skipped")
+            return
+        progress(f"{header} ... ")
+        start = time.perf_counter()
+        log_path = self.log_dir / f"{step.name}.log"
+        with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with _library_logs_to(log):
+                if step.action == "build":
+                    build_random_stage(self.data, TOY_CONFIG_DIR, folder, self.seed, self.overwrite)
+                else:
+                    recipe.main(*args)
+        self.seconds[step.name] = round(time.perf_counter() - start, 2)
+        progress(f"      done in {self.seconds[step.name]:.1f}s (log: {log_path})")
+
+
 def run_demo(
     data_dir: str | Path | None = None,
     output_dir: str | Path = "outputs/toy",
@@ -99,72 +178,49 @@ def run_demo(
     """Run every stage not already complete for this config and data, then evaluate and report."""
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
-    data_dir, output_dir = Path(data_dir or default_data_dir()), Path(output_dir)
-    rows = check_data_folder(data_dir)  # every file checked before anything is trained
+    data, output_dir = DataFolder(data_dir or default_data_dir()), Path(output_dir)
+    rows = data.check()  # every file checked before anything is trained
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    log_dir = output_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-
-    def progress(message: str) -> None:
-        print(message, file=sys.__stdout__, flush=True)
-
+    run = DemoRun(data, output_dir, seed, overwrite)
+    run.log_dir.mkdir(parents=True, exist_ok=True)
     steps = demo_steps(feedback_rounds)
     total = len(steps) + 1
-    for number, stage in enumerate(steps, start=1):
-        if stage.startswith("label-"):
-            round_number = int(stage.split("-")[1])
-            policy = round_name("ppo", round_number)
-            progress(f"[{number}/{total}] {stage:<8} ... (simulated labeller: {policy}'s answers)")
-            start = time.perf_counter()
-            label_round(output_dir / policy, data_dir, round_number, output_dir, seed=seed,
-                        overwrite=overwrite)  # fmt: skip
-            seconds[stage] = round(time.perf_counter() - start, 2)
+    for number, step in enumerate(steps, start=1):
+        header = f"[{number}/{total}] {step.name:<8}"
+        if step.action == "label":
+            run.label(step, header)
             continue
-        built = stage in STAGE and STAGE[stage].recipe is None  # the random model: built, not trained by a recipe
-        if built:
-            done = is_finished(output_dir / stage, random_fingerprint(data_dir, TOY_CONFIG_DIR, seed), overwrite)
-        else:
-            recipe, args = recipe_args(stage, data_dir, output_dir, seed, overwrite)
-            done = is_finished(output_dir / stage, stage_fingerprint(*args), overwrite)
-        if done:
-            seconds[stage] = 0.0
-            progress(f"[{number}/{total}] {stage:<8} already complete for this config and data: skipped")
-            continue
-        progress(f"[{number}/{total}] {stage:<8} ... ")
-        start = time.perf_counter()
-        log_path = log_dir / f"{stage}.log"
-        with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            with _library_logs_to(log):
-                if built:
-                    build_random_stage(data_dir, TOY_CONFIG_DIR, output_dir / stage, seed, overwrite)
-                else:
-                    recipe.main(*args)
-        seconds[stage] = round(time.perf_counter() - start, 2)
-        progress(f"      done in {seconds[stage]:.1f}s (log: {log_path})")
-        if built:  # the vocabulary now exists: every eval question must fit and be known to it
-            tokenizer = AutoTokenizer.from_pretrained(output_dir / stage)
-            eval_file = data_dir / DATA_FILES["eval"]
-            check_against_tokenizer(eval_file, "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
-
+        run.build_or_train(step, header)
+        if step.action == "build":  # the vocabulary now exists: every eval question must fit and be known to it
+            tokenizer = AutoTokenizer.from_pretrained(output_dir / step.name)
+            check_against_tokenizer(data.file("eval"), "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
     progress(f"[{total}/{total}] evaluate ...")
-    last = {
-        stage: output_dir / round_name(stage, feedback_rounds if stage in FEEDBACK_ROUND else 1) for stage in STAGE
-    }
-    with open(log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
-        metrics, table, report = evaluate_and_report(
-            {stage: last[stage] for stage in POLICIES},
-            data_dir / DATA_FILES["eval"],
-            last["reward"],  # the judge of the last round, the best informed: it scores every stage
-            output_dir,
+    return evaluate_run(run, feedback_rounds)
+
+
+def last_checkpoints(output_dir: Path, rounds: int, table: StageTable = TABLE) -> dict[str, Path]:
+    """Each stage's newest checkpoint: the last feedback round's for the stages a round repeats."""
+    return {name: output_dir / round_name(name, rounds if name in table.feedback_round else 1) for name in table}
+
+
+def evaluate_run(run: DemoRun, rounds: int, table: StageTable = TABLE) -> dict:
+    """Every policy evaluated and scored by the last round's judge (the best informed), the tables printed."""
+    last = last_checkpoints(run.output_dir, rounds, table)
+    with open(run.log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
+        metrics, comparison, report = evaluate_and_report(
+            {stage: last[stage] for stage in table.policies},
+            run.data.file("eval"),
+            last[table.round_judge],
+            run.output_dir,
             stage_dirs=last,
-            seconds=seconds,
-            asked={stage: STAGE[stage].asked for stage in POLICIES},
-            rounds=feedback_rounds,
+            seconds=run.seconds,
+            asked={stage: table[stage].asked for stage in table.policies},
+            rounds=rounds,
+            data=run.data,
         )
     progress("")
-    progress(table)
+    progress(comparison)
     progress("")
     total_seconds = sum(metrics["seconds"].values())
     progress(f"Total {total_seconds:.1f}s. Metrics: {report.parent / 'metrics.json'}  Report: {report}")

@@ -13,30 +13,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toyllm.checkpoint import atomic_write_text, read_marker
-from toyllm.data import DATA_FILES, load_data
-from toyllm.data_checks import last_content
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+from toyllm.checkpoint import read_marker
+from toyllm.data import DataFolder, answerable, as_data_folder, load_data
 from toyllm.errors import UserError
+from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
+from toyllm.files import atomic_write_text
+from toyllm.generation import normalise, sampled_answers
+from toyllm.model import load_weights
+from toyllm.stages import TABLE, StageTable, round_name
 
-SAMPLES_PER_PROMPT = 64  # answers sampled (temperature 1) from the policy for each PPO prompt
-
-
-def known_answers(data_dir: Path) -> dict[str, str]:
-    """The preferred answer of every question the data folder knows one for: chosen answers, then flashcards."""
-    answers: dict[str, str] = {}
-    for row in load_data(data_dir / DATA_FILES["preference"], "preference").to_list():
-        answers.setdefault(last_content(row["prompt"]), last_content(row["chosen"]))
-    for row in load_data(data_dir / DATA_FILES["sft"], "sft").to_list():
-        if "messages" in row:
-            answers.setdefault(row["messages"][-2]["content"], row["messages"][-1]["content"])
-        else:
-            answers.setdefault(last_content(row["prompt"]), last_content(row["completion"]))
-    return answers
-
-
-def answerable_questions(prompt_rows: list[dict], answers: dict[str, str]) -> list[str]:
-    """The distinct questions of these prompt rows that have a known preferred answer, in order."""
-    return [q for q in dict.fromkeys(last_content(row["prompt"]) for row in prompt_rows) if q in answers]
+LABEL_SAMPLES = 64  # answers sampled (full distribution) from the policy for each PPO prompt
 
 
 def feedback_paths(output_dir: Path, round_number: int) -> tuple[Path, Path]:
@@ -47,10 +36,10 @@ def feedback_paths(output_dir: Path, round_number: int) -> tuple[Path, Path]:
 
 def label_round(
     policy_dir: str | Path,
-    data_dir: str | Path,
+    data: DataFolder | str | Path,
     round_number: int,
     output_dir: str | Path,
-    samples: int = SAMPLES_PER_PROMPT,
+    samples: int = LABEL_SAMPLES,
     seed: int = 0,
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
@@ -59,13 +48,7 @@ def label_round(
     Round n's pairs are kept as they are when they were labelled from this very policy (real labellers may have
     edited them); labelled from another policy, they are replaced only with `overwrite`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
-    from toyllm.evaluate import chat_prompts, generate_answers, normalise
-    from toyllm.model import load_weights
-
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    data, output_dir = as_data_folder(data), Path(output_dir)
     pairs_path, judge_path = feedback_paths(output_dir, round_number)
     missing = [str(p) for n in range(1, round_number) if not (p := feedback_paths(output_dir, n)[0]).is_file()]
     if missing:
@@ -77,29 +60,11 @@ def label_round(
     if pairs_path.is_file() and kept != source and not overwrite:
         raise UserError(f"{pairs_path}: labelled from another policy; pass --overwrite to label this one anew")
     if kept != source:
-        answers = known_answers(data_dir)
-        prompt_rows = load_data(data_dir / DATA_FILES["prompts"], "prompts").to_list()
-        questions = answerable_questions(prompt_rows, answers)
-        if not questions:
-            raise UserError(f"{data_dir}: no PPO prompt has a known preferred answer to label against")
-        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-        model = load_weights(AutoModelForCausalLM, policy_dir).eval()
-        set_seed(seed + round_number)
-        with torch.no_grad():
-            sampled = generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), samples=samples,
-                                       do_sample=True, temperature=1.0, top_k=0, top_p=1.0)  # fmt: skip
-        lines = []
-        for i, text in enumerate(questions):
-            for answer in dict.fromkeys(sampled[i * samples : (i + 1) * samples]):
-                if answer and answer != normalise(answers[text]):  # an empty answer has no text to write a row of
-                    row = {"prompt": [{"role": "user", "content": text}],
-                           "chosen": [{"role": "assistant", "content": answers[text]}],
-                           "rejected": [{"role": "assistant", "content": answer}]}  # fmt: skip
-                    lines.append(json.dumps(row) + "\n")
+        rows = labelled_pairs(policy_dir, data, samples, seed + round_number)
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(pairs_path, "".join(lines))
+        atomic_write_text(pairs_path, "".join(json.dumps(row) + "\n" for row in rows))
         atomic_write_text(meta_path, json.dumps(source) + "\n")
-    human = (data_dir / DATA_FILES["preference"]).read_text()
+    human = data.file("preference").read_text()
     rounds = [feedback_paths(output_dir, n)[0].read_text() for n in range(1, round_number + 1)]
     atomic_write_text(
         judge_path, "".join(text if text.endswith("\n") or not text else text + "\n" for text in [human, *rounds])
@@ -107,29 +72,51 @@ def label_round(
     return pairs_path, judge_path
 
 
+def labelled_pairs(policy_dir: str | Path, data: DataFolder, samples: int, seed: int) -> list[dict]:
+    """The simulated labeller: for each PPO prompt with a known preferred answer, that answer is chosen over every
+    distinct sampled answer that differs from it (after `normalise`)."""
+    prompt_rows = load_data(data.file("prompts"), "prompts").to_list()
+    known = answerable(prompt_rows, data.known_answers())
+    if not known:
+        raise UserError(f"{data.path}: no PPO prompt has a known preferred answer to label against")
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    model = load_weights(AutoModelForCausalLM, policy_dir).eval()
+    set_seed(seed)
+    with torch.no_grad():
+        sampled = sampled_answers(model, tokenizer, [q for q, _ in known], samples)
+    rows = []
+    for i, (question, preferred) in enumerate(known):
+        for answer in dict.fromkeys(sampled[i * samples : (i + 1) * samples]):
+            if answer and normalise(answer) != normalise(preferred):  # an empty answer has no text to write a row of
+                rows.append({"prompt": [{"role": "user", "content": question}],
+                             "chosen": [{"role": "assistant", "content": preferred}],
+                             "rejected": [{"role": "assistant", "content": answer}]})  # fmt: skip
+    return rows
+
+
 def round_metrics(
-    output_dir: Path, eval_file: Path, rounds: int, judge_dir: Path, evaluated: dict[Path, dict] | None = None
+    output_dir: Path,
+    data: DataFolder,
+    rounds: int,
+    judge_dir: Path,
+    evaluated: dict[Path, dict] | None = None,
+    table: StageTable = TABLE,
 ) -> list[dict]:
     """Per feedback round: how well that round's judge ranks the labeller's verdicts on its own policy's answers (the
     new feedback), and that policy's held-out exact match, judge score (by `judge_dir`) and well-formed share.
-    `evaluated` holds checkpoints already measured against the same judge (the last round's PPO): not measured again.
+    `evaluated` holds checkpoints already measured against the same judge (the last round's policy): not measured
+    again.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
-    from toyllm.model import load_weights
-    from toyllm.stages import round_name
-
     evaluated = evaluated or {}
-    policies = [Path(output_dir) / round_name("ppo", n) for n in range(1, rounds + 1)]
+    policies = [Path(output_dir) / round_name(table.round_policy, n) for n in range(1, rounds + 1)]
     missing = {str(path): path for path in policies if path not in evaluated}
-    measured = evaluate_checkpoints(missing, eval_file, judge_dir)[0] if missing else {}
-    table = []
+    measured = evaluate_checkpoints(missing, data.file("eval"), judge_dir, data=data)[0] if missing else {}
+    rows = []
     for n, policy in enumerate(policies, start=1):
         stage = evaluated.get(policy) or measured[str(policy)]
         pairs_path = feedback_paths(output_dir, n)[0]
         pairs = load_data(pairs_path, "preference").to_list() if pairs_path.stat().st_size else []
-        judge = Path(output_dir) / round_name("reward", n)
+        judge = Path(output_dir) / round_name(table.round_judge, n)
         accuracy = None
         if pairs:
             model = load_weights(AutoModelForSequenceClassification, judge).eval()
@@ -137,5 +124,5 @@ def round_metrics(
         row = {"round": n, "new_pairs": len(pairs), "judge_accuracy_on_new_feedback": accuracy}
         for split in ("trained", "held_out"):
             row[split] = {key: stage[split].get(key) for key in ("exact_match", "mean_reward", "well_formed")}
-        table.append(row)
-    return table
+        rows.append(row)
+    return rows

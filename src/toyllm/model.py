@@ -1,9 +1,8 @@
-"""The baby model (a random-init GPT-2 from `toy_config/`) and the loading rules every recipe shares."""
+"""The loading rules every recipe shares, for any causal-LM or scorer checkpoint (the toy's random model is built
+in toyllm.toy)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -11,79 +10,16 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    GenerationConfig,
-    GPT2Config,
-    GPT2LMHeadModel,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    set_seed,
 )
 from trl import ModelConfig, get_quantization_config
 
-from toyllm.checkpoint import files_digest, is_finished, write_marker
-from toyllm.data import DATA_FILES
 from toyllm.errors import UserError
 from toyllm.quiet import use_causal_lm_loss
-from toyllm.tokenizer import train_word_level_tokenizer
 
 logger = logging.getLogger(__name__)
-
-# Greedy answers of the toy are a handful of words; a cap keeps a babbling model from running to n_positions.
-MAX_NEW_TOKENS = 16
-
-
-def build_random_checkpoint(
-    data_dir: str | Path, toy_config_dir: str | Path, output_dir: str | Path, seed: int
-) -> Path:
-    """Train the vocabulary on `data_dir`, build GPT-2 from `toy_config_dir` with random weights: stage `random`."""
-    tokenizer = train_word_level_tokenizer(data_dir, toy_config_dir)
-    architecture = json.loads((Path(toy_config_dir) / "config.json").read_text())
-    multiple = architecture.pop("pad_vocab_size_to_multiple_of", 1)  # GPU matmuls are fastest on multiples of 64
-    config = GPT2Config(
-        **architecture,
-        vocab_size=-(-len(tokenizer) // multiple) * multiple,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    tokenizer.model_max_length = config.n_positions
-    set_seed(seed)
-    model = GPT2LMHeadModel(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=MAX_NEW_TOKENS,
-        do_sample=False,
-    )
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
-
-
-def random_fingerprint(data_dir: str | Path, toy_config_dir: str | Path, seed: int) -> str:
-    """What the random stage is made of: every data file (the vocabulary), the model's spec and the seed."""
-    files = [*(Path(data_dir) / f for f in DATA_FILES.values()), *sorted(Path(toy_config_dir).iterdir())]
-    return files_digest(files, hashlib.sha256(f"seed={seed}".encode())).hexdigest()
-
-
-def build_random_stage(
-    data_dir: str | Path, toy_config_dir: str | Path, output_dir: str | Path, seed: int, overwrite: bool = False
-) -> bool:
-    """The `random` stage, shared by the demo and the pretrain recipe: skipped when `output_dir` already holds it for
-    this data, spec and seed, refused when it holds another one (unless `overwrite`); True when it was built."""
-    fingerprint = random_fingerprint(data_dir, toy_config_dir, seed)
-    if is_finished(output_dir, fingerprint, overwrite):
-        return False
-    build_random_checkpoint(data_dir, toy_config_dir, output_dir, seed)
-    write_marker(output_dir, "random", fingerprint)
-    return True
-
-
-def bf16_supported() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def model_init_kwargs(model_args: ModelConfig) -> dict:

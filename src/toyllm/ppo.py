@@ -12,10 +12,12 @@ import os
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 from trl.experimental.ppo import PPOConfig  # noqa: E402, F401  (the recipe's config class, imported from here)
 from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
-from toyllm.errors import UserError
+from toyllm.errors import UserError  # noqa: E402
+from toyllm.generation import generate_answers, normalise  # noqa: E402
 
 
 class PPOTrainer(TRLPPOTrainer):
@@ -26,15 +28,15 @@ class PPOTrainer(TRLPPOTrainer):
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if self.gold is not None and self.state.global_step % self.gold_every == 1:
-            from toyllm.evaluate import generate_answers, normalise
-
             policy = self.accelerator.unwrap_model(self.model).policy
             was_training = policy.training
             policy.eval()
             with torch.no_grad():
                 answers = generate_answers(policy, self.processing_class, self.gold[0])
             policy.train(was_training)
-            logs["gold/agreement"] = sum(a == normalise(b) for a, b in zip(answers, self.gold[1])) / len(answers)
+            logs["gold/agreement"] = sum(normalise(a) == normalise(b) for a, b in zip(answers, self.gold[1])) / len(
+                answers
+            )
         super().log(logs, start_time)
 
     def train(self):
@@ -47,9 +49,9 @@ class PPOTrainer(TRLPPOTrainer):
           registered submodule, so DDP's parameters, gradients and state dict are untouched. (Full fine-tuning has a
           separate reference model; DeepSpeed's engine forwards the attribute.)
         - Speed: the loop calls `gc.collect()` twice per rollout; with transformers and TRL imported each scan costs
-          ~0.2 s, far more than a toy rollout (83% of PPO's time, cProfile). Freezing the objects that exist before
-          training makes each collect scan only what training adds; they are unfrozen when training ends. A toy
-          policy on a CPU trains on one intra-op thread (`rollout_threads`), restored afterwards.
+          far more than a toy rollout (benchmarks/RESULTS.md). Freezing the objects that exist before training makes
+          each collect scan only what training adds; they are unfrozen when training ends. A toy policy on a CPU
+          trains on one intra-op thread (`rollout_threads`), restored afterwards.
         """
         wrapper = self.model
         policy = self.accelerator.unwrap_model(wrapper).policy
@@ -97,9 +99,8 @@ def rollout_threads(policy, threads: int) -> int:
     """PPO's intra-op thread count: one for a toy-sized policy on a CPU, unless `OMP_NUM_THREADS` says otherwise.
 
     The toy's rollout is thousands of tiny ops (one token at a time, 64-wide); splitting each over threads gains
-    little when the machine is quiet and collapses beside other busy processes. benchmarks/threads.py, 512 episodes
-    on 2 cores: 119 episodes/s at 1 thread against 128 at 2 when quiet; 81 against 20 beside one busy neighbour;
-    37 against 5 beside two. A bigger model's matmuls do gain from threads, and a GPU run is not concerned.
+    little when the machine is quiet and collapses beside other busy processes (benchmarks/threads.py, figures in
+    benchmarks/RESULTS.md). A bigger model's matmuls do gain from threads, and a GPU run is not concerned.
     """
     if os.environ.get("OMP_NUM_THREADS") or next(policy.parameters()).device.type != "cpu":
         return threads
@@ -108,8 +109,6 @@ def rollout_threads(policy, threads: int) -> int:
 
 def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_size: int) -> None:
     """What TRL's PPO gets wrong silently or too late: the judge's vocabulary and the rollout batch arithmetic."""
-    from transformers import AutoTokenizer
-
     policy_vocab = AutoTokenizer.from_pretrained(policy_path).get_vocab()
     if AutoTokenizer.from_pretrained(training_args.reward_model_path).get_vocab() != policy_vocab:
         raise UserError(

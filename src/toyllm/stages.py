@@ -1,16 +1,20 @@
 """The table of stages: what each stage is, which recipe trains it, which data it reads and where it starts from.
 
 The demo, the report, the model cards, the plots, the Slurm script (`python -m toyllm.stages`) and the tests all read
-this table: adding a stage is one row here and one recipe in `recipes/`.
+this table, and what differs between stages is a field of its row: adding a stage is one row here and one recipe in
+`recipes/`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 # The five files of a data folder, by the kind of rows they hold (see toyllm.data.DATA_FILES).
-DataKind = Literal["pretrain", "sft", "preference", "prompts", "eval"]
+DataKind = Literal["pretrain", "flashcards", "preference", "prompts", "eval"]
+Saves = Literal["causal-lm", "scorer"]
+PIPELINE_TAG: dict[Saves, str] = {"causal-lm": "text-generation", "scorer": "text-classification"}
 
 
 @dataclass(frozen=True)
@@ -19,10 +23,13 @@ class Stage:
     recipe: str | None  # module of `recipes/` (toyllm.recipes) that trains it; None: built, not trained
     data: DataKind | None  # the data-folder file it trains on
     starts_from: str | None  # the stage whose checkpoint it loads (its `model_name_or_path`)
-    saves: Literal["causal-lm", "scorer"]  # a chat/completion model, or a one-label sequence classifier
+    saves: Saves  # a chat/completion model, or a one-label sequence classifier
     judge: str | None = None  # the stage whose scorer rates its answers while it trains (PPO's reward_model_path)
     asked: str = "chat"  # how the evaluation asks it: "chat" (greedy), "text" (a base model: plain text, greedy), or
     # "text, sampled" (seeded sampling at temperature 1: a random model's greedy output is one word repeated)
+    also_reads: tuple[tuple[str, DataKind], ...] = ()  # recipe arguments that name another file of the data folder
+    gold_check: bool = False  # logs the labeller's verdict on its own prompts while it trains (`--gold_data_dir`)
+    feedback_round: bool = False  # trained again in each feedback round, on the judge's new training data
     about: str = ""  # one sentence in the report and in the model card
 
 
@@ -38,17 +45,18 @@ STAGES: tuple[Stage, ...] = (
         "completer that continues text it has read, but does not answer questions.",
     ),
     Stage(
-        "sft", "sft", "sft", "pretrain", "causal-lm",
+        "sft", "sft", "flashcards", "pretrain", "causal-lm",
+        also_reads=(("ptx_dataset_name", "pretrain"),),  # the story's own sentences are SFT's pretraining mix
         about="Supervised fine-tuning on question/answer chats (TRL `SFTTrainer`, loss on the answers only): the "
         "model learns the chat format and to answer the flashcard questions.",
     ),
     Stage(
-        "reward", "reward", "preference", "sft", "scorer",
+        "reward", "reward", "preference", "sft", "scorer", feedback_round=True,
         about="A reward model, the judge, trained on chosen/rejected answer pairs (TRL `RewardTrainer`): it scores "
         "answers and is not itself a chat model, so it has no column in the tables.",
     ),
     Stage(
-        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward",
+        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", gold_check=True, feedback_round=True,
         about="RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
         "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
     ),
@@ -58,8 +66,34 @@ STAGES: tuple[Stage, ...] = (
         "without a judge or sampling, relative to a frozen copy of the SFT model.",
     ),
 )  # fmt: skip
-STAGE = {stage.name: stage for stage in STAGES}
-FEEDBACK_ROUND = ("reward", "ppo")  # the stages each feedback round runs again, on the judge's new training data
+
+
+class StageTable:
+    """The rows, by name, and what follows from them: the stages trained, the columns of the tables, the recipes,
+    and the stages a feedback round repeats (its policy, whose answers are labelled, and that policy's judge)."""
+
+    def __init__(self, rows: tuple[Stage, ...]):
+        self.rows = rows
+        self.by_name = {row.name: row for row in rows}
+        self.trained = tuple(row.name for row in rows if row.recipe)  # in the order the demo runs them
+        self.policies = tuple(row.name for row in rows if row.saves == "causal-lm")
+        self.recipes = tuple(dict.fromkeys(row.recipe for row in rows if row.recipe))
+        self.feedback_round = tuple(row.name for row in rows if row.feedback_round)
+        self.round_policy = next((n for n in self.feedback_round if self[n].saves == "causal-lm"), None)
+        self.round_judge = self[self.round_policy].judge if self.round_policy else None
+
+    def __getitem__(self, name: str) -> Stage:
+        return self.by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def stage_of(self, checkpoint: str) -> Stage | None:
+        """The row of a checkpoint's name: `ppo-2` is a feedback round of `ppo`."""
+        return self.by_name.get(split_round(checkpoint, self)[0])
 
 
 def round_name(stage: str, round_number: int) -> str:
@@ -67,15 +101,15 @@ def round_name(stage: str, round_number: int) -> str:
     return stage if round_number == 1 else f"{stage}-{round_number}"
 
 
-def split_round(name: str) -> tuple[str, int]:
+def split_round(name: str, table: StageTable | None = None) -> tuple[str, int]:
     """`ppo-2` -> ("ppo", 2); `ppo` -> ("ppo", 1)."""
     stage, _, number = name.rpartition("-")
-    return (stage, int(number)) if stage in STAGE and number.isdigit() else (name, 1)
+    return (stage, int(number)) if stage in (table or TABLE) and number.isdigit() else (name, 1)
 
 
-TRAINED = tuple(stage.name for stage in STAGES if stage.recipe)  # in the order the demo runs them
-POLICIES = tuple(stage.name for stage in STAGES if stage.saves == "causal-lm")  # the columns of the tables
-RECIPES = tuple(dict.fromkeys(stage.recipe for stage in STAGES if stage.recipe))
+TABLE = StageTable(STAGES)
+STAGE = TABLE.by_name
+TRAINED, POLICIES, RECIPES = TABLE.trained, TABLE.policies, TABLE.recipes
 
 
 if __name__ == "__main__":  # the recipe names, for shell scripts (recipes/launch.slurm)

@@ -1,64 +1,22 @@
-"""Tokenizers: the toy's word-level vocabulary (one id per word, trained with `tokenizers` on every text file of the
-data folder), and the loading rules that give any checkpoint's tokenizer what chat training needs.
+"""The loading rules that give any checkpoint's tokenizer what chat training needs (the toy's own vocabulary is
+built in toyllm.toy).
 
-Every stage (SFT, reward, PPO, DPO, evaluation) shares this tokenizer and its chat template, so the policy's token
-ids mean the same thing to the judge and the value model.
+Every stage (SFT, reward, PPO, DPO, evaluation) shares the tokenizer it starts from and its chat template, so the
+policy's token ids mean the same thing to the judge and the value model.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl import ModelConfig
+from trl.chat_template_utils import get_training_chat_template
+from trl.data_utils import is_conversational
 
-from toyllm.data import DATA_FILES, iter_texts
 from toyllm.errors import UserError, from_hub
 
 logger = logging.getLogger(__name__)
-
-
-def iter_data_folder_texts(data_dir: str | Path) -> Iterator[str]:
-    """All the words the pipeline will ever see: corpus, questions, answers, preference pairs, prompts, eval."""
-    for file_name in DATA_FILES.values():
-        yield from iter_texts(Path(data_dir) / file_name)
-
-
-def train_word_level_tokenizer(data_dir: str | Path, toy_config_dir: str | Path) -> PreTrainedTokenizerFast:
-    spec = json.loads((Path(toy_config_dir) / "tokenizer.json").read_text())  # our spec, not a HF tokenizer file
-    chat_template = (Path(toy_config_dir) / spec["chat_template"]).read_text()
-    special = spec["special_tokens"]
-    # Special tokens come first so [PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3 in every toy vocabulary.
-    special_tokens = [special["pad_token"], special["unk_token"], special["bos_token"], special["eos_token"]]
-    special_tokens += spec["role_tokens"]
-
-    tokenizer = Tokenizer(models.WordLevel(unk_token=special["unk_token"]))
-    steps = [normalizers.Lowercase()] if spec.get("lowercase", True) else []
-    if spec.get("drop_punctuation", False):  # "Who was Alice?" reads as "who was alice", not "... alice [UNK]"
-        steps.append(normalizers.Replace(Regex(r"[^\w\s]"), " "))
-    if steps:
-        tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    # Every word decodes with the space before it, as GPT-2's "Ġwhite" does (punctuation attaches to the word
-    # before). `pipeline("text-generation")` decodes only the new tokens and appends them to the prompt, so a
-    # continuation must bring its own space: "alice followed the" + " white rabbit", not "...thewhite rabbit".
-    # The price is a leading space on a whole decoded text, which our evaluation and chat strip.
-    tokenizer.decoder = decoders.Replace(Regex(r"^(?=\w)"), " ")
-    # No post-processor: appending EOS on every call would break TRL's prompt/prompt+completion prefix check.
-    trainer = trainers.WordLevelTrainer(special_tokens=special_tokens, min_frequency=1, show_progress=False)
-    tokenizer.train_from_iterator(iter_data_folder_texts(data_dir), trainer=trainer)
-
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        chat_template=chat_template,
-        additional_special_tokens=spec["role_tokens"],
-        model_input_names=["input_ids", "attention_mask"],
-        **special,
-    )
 
 
 # What a base model's tokenizer may lack for chat training, added the way `trl.clone_chat_template` adds a template:
@@ -121,9 +79,6 @@ def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name
     TRL 1.12's SFTTrainer raises "The chat template is not training-compatible" inside the trainer for templates it
     has no patch for (plain ChatML, Llama 3.1's, `[INST]`): this decides before the trainer is built.
     """
-    from trl.chat_template_utils import get_training_chat_template
-    from trl.data_utils import is_conversational
-
     first = datasets[0][0]
     if not training_args.assistant_only_loss or not is_conversational(first):
         return datasets

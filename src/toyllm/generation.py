@@ -1,0 +1,77 @@
+"""Asking a causal LM: chat and plain-text prompts, greedy and sampled answers, and the one normalisation every
+comparison of answers uses. Training (PPO's gold check) and evaluation (the tables, the labeller, chat) share it."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+PUNCTUATION = re.compile(r"[^\w\s]")
+# Greedy answers of the toy are a handful of words; a cap keeps a babbling model from running to n_positions.
+MAX_NEW_TOKENS = 16
+CHAT_MAX_NEW_TOKENS = 32  # `toyllm generate` and `chat`: room for a real model's sentence
+# Sampling as PPO samples: the model's own distribution, untruncated (temperature 1, no top-k, no top-p).
+FULL_DISTRIBUTION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def one_line(text: str) -> str:
+    """Generated text as it is shown: runs of whitespace made one space, ends stripped."""
+    return " ".join(text.split())
+
+
+def normalise(text: str) -> str:
+    """A question or answer as it is compared with another, the way the toy's vocabulary reads it: lowercase, with
+    punctuation read as a space. "Who was Alice?" and "who was alice" are one question."""
+    return one_line(PUNCTUATION.sub(" ", text.lower()))
+
+
+def chat_prompts(tokenizer, questions: list[str]) -> list[list[int]]:
+    """Each question as one user turn in the chat template, ending where the assistant's answer begins."""
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)["input_ids"]
+        for q in questions
+    ]
+
+
+def text_prompts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Plain text as a base model reads it (after BOS, as in pre-training), with no chat template."""
+    return [tokenizer((tokenizer.bos_token or "") + text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+def pad(tokenizer, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = tokenizer.pad({"input_ids": rows}, padding_side=side, return_attention_mask=True, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+@torch.no_grad()
+def generate_answers(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int = MAX_NEW_TOKENS, samples: int = 1, **sampling
+) -> list[str]:
+    """What the model writes after each prompt (greedy unless `do_sample=True`), special tokens stripped; with
+    `samples` > 1, that many answers per prompt, prompt after prompt."""
+    # Left padding, so every answer starts at the same index; generate() derives position ids from the mask.
+    input_ids, attention_mask = pad(tokenizer, [p for p in prompts for _ in range(samples)], "left")
+    room = model.config.max_position_embeddings - input_ids.shape[1]
+    output = model.generate(
+        input_ids=input_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        max_new_tokens=max(1, min(max_new_tokens, room)),
+        do_sample=sampling.pop("do_sample", False),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **sampling,
+    )
+    answers = output[:, input_ids.shape[1] :]
+    return [one_line(text) for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
+
+
+def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+    """The model's greedy chat answer to each question, special tokens stripped."""
+    return generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), max_new_tokens)
+
+
+def sampled_answers(model, tokenizer, questions: list[str], samples: int) -> list[str]:
+    """`samples` chat answers per question drawn from the model's full distribution (what PPO can reach), question
+    after question; seed first for repeatable draws."""
+    return generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), samples=samples, **FULL_DISTRIBUTION)

@@ -1,0 +1,87 @@
+"""The tables that show the stages side by side, in markdown: printed by the demo and `toyllm compare`, and in the
+report."""
+
+from __future__ import annotations
+
+
+def _cell(text: str, width: int) -> str:
+    text = text if text else "(nothing)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+
+
+def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: int, labels: dict | None = None) -> str:
+    """A markdown table: the rows' own `keys`, then every stage's text, cut to `width`."""
+    header = [*keys, *((labels or {}).get(stage, stage) for stage in stages)]
+    return markdown_table(
+        header, [[*(r[k] for k in keys), *(_cell(r.get(s, ""), width) for s in stages)] for r in rows]
+    )
+
+
+def format_responses_table(
+    responses: list[dict], stages: list[str], width: int = 34, asked: dict | None = None, reference: bool = False
+) -> str:
+    """The model's evolution: for each eval prompt, the answer of every stage, in markdown. A stage not asked in its
+    chat template says how it was asked in its column's header, e.g. "pretrain (text)". The terminal's table cuts
+    answers to `width`; the report's (`reference=True`) shows them whole, beside the reference answer."""
+    labels = {name: f"{name} ({how})" for name, how in (asked or {}).items() if how != "chat"}
+    keys = ["split", "prompt", "reference"] if reference else ["split", "prompt"]
+    return _stage_table(responses, keys, stages, width, labels)
+
+
+def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
+    """Base vs instruct: each plain-text prompt as every stage continues it through the text-generation pipeline."""
+    return _stage_table(continuations, ["text"], stages, width)
+
+
+def _splits(stages: dict[str, dict]) -> list[str]:
+    return [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
+
+
+def format_metrics_table(stages: dict[str, dict]) -> str:
+    """Per-stage perplexity, then exact_match and mean_reward for every split, in markdown."""
+    splits = _splits(stages)
+    header = ["stage", "perplexity", *(f"{split} {what}" for split in splits for what in ("exact", "reward"))]
+    rows = []
+    for name, stage in stages.items():
+        cells = [name, f"{stage['perplexity']:.2f}"]
+        for split in splits:
+            reward = stage[split].get("mean_reward")
+            cells += [f"{stage[split]['exact_match']:.2f}", "-" if reward is None else f"{reward:+.2f}"]
+        rows.append(cells)
+    return markdown_table(header, rows)
+
+
+def format_diagnostics_table(stages: dict[str, dict]) -> str:
+    """Per stage and split: the reference's log-probability, the sampling hit rate and the well-formed share."""
+    splits = _splits(stages)
+    keys = [("reference_logprob", "logp", "{:+.1f}"), ("sampled_exact", "sampled", "{:.2f}"),
+            ("well_formed", "well-formed", "{:.2f}")]  # fmt: skip
+    header = ["stage", *(f"{split} {label}" for split in splits for _, label, _ in keys)]
+    rows = [[name, *(fmt.format(stage[s][key]) if key in stage[s] else "-" for s in splits for key, _, fmt in keys)]
+            for name, stage in stages.items()]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def format_rounds_table(rounds: list[dict]) -> str:
+    header = ["round", "new pairs", "judge on new feedback", "held_out exact", "held_out reward",
+              "trained exact", "well-formed trained", "well-formed held_out"]  # fmt: skip
+    rows = []
+    for row in rounds:
+        accuracy, trained, held_out = row["judge_accuracy_on_new_feedback"], row["trained"], row["held_out"]
+        rows.append([str(row["round"]), str(row["new_pairs"]), "-" if accuracy is None else f"{accuracy:.2f}",
+                     f"{held_out['exact_match']:.2f}", f"{held_out['mean_reward']:+.2f}",
+                     f"{trained['exact_match']:.2f}", f"{trained['well_formed']:.2f}",
+                     f"{held_out['well_formed']:.2f}"])  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
+    """The evolution table and the metrics table, as the demo prints them at its end (and `toyllm compare` does)."""
+    asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
+    return format_responses_table(responses, list(stages), asked=asked) + "\n\n" + format_metrics_table(stages)
