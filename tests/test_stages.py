@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,11 @@ import yaml
 from conftest import REPO
 
 from toyllm.args import parse_recipe_args
-from toyllm.demo import stage_overrides
-from toyllm.stages import RECIPES, STAGE, STAGES, TRAINED
+from toyllm.card import write_model_card
+from toyllm.data import DATA_FILES
+from toyllm.demo import Step, demo_steps, last_checkpoints, stage_overrides
+from toyllm.report import write_report
+from toyllm.stages import RECIPES, STAGE, STAGES, TABLE, TRAINED, Stage, StageTable
 
 TOY = REPO / "recipes" / "toy"
 
@@ -25,7 +29,7 @@ def test_each_toy_yaml_starts_from_the_stage_the_table_names(stage):
     config = yaml.safe_load((TOY / f"{row.recipe}.yaml").read_text())
     assert config["model_name_or_path"] == f"outputs/toy/{row.starts_from}"
     assert config["output_dir"] == f"outputs/toy/{stage}"
-    assert config["dataset_name"] == f"data/{row.data}.jsonl"
+    assert config["dataset_name"] == f"data/{DATA_FILES[row.data]}"
     assert config.get("reward_model_path") == (f"outputs/toy/{row.judge}" if row.judge else None)
 
 
@@ -43,7 +47,7 @@ def test_every_shipped_yaml_parses_with_its_recipe(stage, tmp_path):
         recipe.ARGUMENT_TYPES, ["--config", str(TOY / f"{stage}.yaml"), *paths]
     )
     assert training_args.output_dir == str(tmp_path / stage)
-    assert script_args.dataset_name == f"data/{row.data}.jsonl"
+    assert script_args.dataset_name == f"data/{DATA_FILES[row.data]}"
 
 
 def test_the_demo_chains_stages_as_the_table_says(tmp_path):
@@ -51,7 +55,42 @@ def test_the_demo_chains_stages_as_the_table_says(tmp_path):
         args = stage_overrides(stage, REPO / "data", tmp_path, seed=0)
         model = args[args.index("--model_name_or_path") + 1]
         assert model == str(tmp_path / STAGE[stage].starts_from)
-        assert args[args.index("--dataset_name") + 1].endswith(f"{STAGE[stage].data}.jsonl")
+        assert args[args.index("--dataset_name") + 1].endswith(DATA_FILES[STAGE[stage].data])
+
+
+def test_a_new_row_is_all_it_takes_for_the_demo_the_tables_and_the_cards(tmp_path):
+    """A stage added to a table (here a second preference stage on DPO's recipe, and a second judge) reaches the
+    demo's steps and overrides, the tables' columns, the report and the cards, with no edit anywhere else."""
+    table = StageTable(
+        STAGES
+        + (
+            Stage("kto", "dpo", "preference", "sft", "causal-lm", about="A new preference stage."),
+            Stage("judge2", "reward", "preference", "sft", "scorer", about="A second judge."),
+        )
+    )
+    steps = demo_steps(2, table)
+    names = [step.name for step in steps]
+    assert names == ["random", "pretrain", "sft", "reward", "ppo", "label-1", "reward-2", "ppo-2", "label-2", "dpo",
+                     "kto", "judge2"]  # fmt: skip
+    assert steps[-2] == Step("train", "kto") and steps[0] == Step("build", "random")
+    args = stage_overrides(Step("train", "kto"), REPO / "data", tmp_path, seed=0, table=table)
+    assert args[args.index("--dataset_name") + 1] == str(REPO / "data" / DATA_FILES["preference"])
+    assert args[args.index("--model_name_or_path") + 1] == str(tmp_path / "sft")
+    assert "kto" in table.policies and "judge2" not in table.policies  # a column of the tables, or none
+    assert last_checkpoints(tmp_path, 2, table)["kto"] == tmp_path / "kto"
+    for name, tag in (("kto", "text-generation"), ("judge2", "text-classification")):
+        write_model_card(tmp_path / name, stage=name, trainer_name="Trainer", table=table, model_name=name)
+        card = (tmp_path / name / "README.md").read_text()
+        assert table[name].about in card and f"pipeline_tag: {tag}" in card
+    report = write_report(tmp_path, {}, {"kto": tmp_path / "kto"}, table=table).read_text()
+    assert "- **kto**: A new preference stage." in report
+
+
+def test_the_feedback_round_is_read_from_the_rows():
+    """Which stages a round repeats is a field: a table without it runs no label steps."""
+    table = StageTable(tuple(replace(row, feedback_round=False) for row in STAGES))
+    assert table.round_policy is None and all(step.action != "label" for step in demo_steps(3, table))
+    assert (TABLE.round_policy, TABLE.round_judge, TABLE.feedback_round) == ("ppo", "reward", ("reward", "ppo"))
 
 
 def test_table_is_a_chain_from_random_and_every_recipe_exists():

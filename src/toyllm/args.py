@@ -59,9 +59,9 @@ class RecipeArguments(ScriptArguments):
 
 
 def fit_schedule(script_args: RecipeArguments, training_args: TrainingArguments, num_rows: int) -> None:
-    """`min_steps`: an epoch-based schedule tuned on one data size starves a smaller file (8 epochs of 303 pairs are
-    152 DPO steps, of 31 pairs only 16). When `num_train_epochs` would give fewer than `min_steps` optimizer steps,
-    train for `min_steps` (`max_steps`); otherwise the epochs stand. An explicit `max_steps` always wins."""
+    """`min_steps`: an epoch-based schedule tuned on one data size starves a smaller file (the same epochs over a
+    tenth of the rows are a tenth of the steps). When `num_train_epochs` would give fewer than `min_steps` optimizer
+    steps, train for `min_steps` (`max_steps`); otherwise the epochs stand. An explicit `max_steps` always wins."""
     if script_args.min_steps <= 0 or training_args.max_steps > 0:
         return
     batches = math.ceil(num_rows / (training_args.per_device_train_batch_size * world_size()))

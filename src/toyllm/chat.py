@@ -11,8 +11,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from toyllm.data_checks import unknown_words
+from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
-from toyllm.evaluate import chat_prompts
+from toyllm.generation import chat_prompts
 from toyllm.model import load_weights
 
 EXIT_COMMANDS = {"/exit", "/quit"}
@@ -59,7 +60,7 @@ def answer(
     model,
     tokenizer,
     messages: list[dict],
-    max_new_tokens: int = 32,
+    max_new_tokens: int = CHAT_MAX_NEW_TOKENS,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -105,7 +106,7 @@ def warn_unknown_words(tokenizer, text: str, stream: TextIO | None = None) -> No
               file=stream or sys.stderr)  # fmt: skip
 
 
-def generate(model_dir: str | Path, question: str, max_new_tokens: int = 32, do_sample: bool = False,
+def generate(model_dir: str | Path, question: str, max_new_tokens: int = CHAT_MAX_NEW_TOKENS, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> str:  # fmt: skip
     if seed is not None:
         set_seed(seed)
@@ -117,7 +118,7 @@ def generate(model_dir: str | Path, question: str, max_new_tokens: int = 32, do_
 
 def chat_loop(
     model_dir: str | Path,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = CHAT_MAX_NEW_TOKENS,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -134,8 +135,8 @@ def chat_loop(
     if seed is not None:
         set_seed(seed)
     model, tokenizer = load_chat_model(model_dir)
-    start = [{"role": "system", "content": system}] if system else []
-    messages = list(start)
+    chat = Conversation(model, tokenizer, system, history, dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                                                 temperature=temperature, top_p=top_p))  # fmt: skip
     mode = "/reset forgets the conversation" if history else "each line is a new question; --history keeps them"
     print(f"chatting with {model_dir} ({mode}, /exit or Ctrl-D ends)", file=stdout)
     try:
@@ -147,27 +148,36 @@ def chat_loop(
                 stdout.write("\n")
                 break
             text = line.strip()
-            if not text:
-                continue
             if text in EXIT_COMMANDS:
                 break
-            if text == "/reset":
-                messages = list(start)
-                print("(conversation forgotten)", file=stdout)
-                continue
-            warn_unknown_words(tokenizer, text, stdout)
-            if not history:
-                messages = list(start)
-            messages = fit_history(model, tokenizer, messages + [{"role": "user", "content": text}], max_new_tokens)
-            try:
-                reply = answer(model, tokenizer, messages, max_new_tokens, do_sample, temperature, top_p)
-            except UserError as error:
-                print(f"({error.problems[0]}; try a shorter line or /reset)", file=stdout)
-                messages = messages[:-1]
-                continue
-            messages.append({"role": "assistant", "content": reply})
-            print(f"bot> {reply if reply else '(nothing)'}", file=stdout, flush=True)
+            if text:
+                print(chat.reply(text, stdout), file=stdout, flush=True)
     except KeyboardInterrupt:
         stdout.write("\n")
     stdout.flush()
     return 0
+
+
+class Conversation:
+    """The messages so far (a system message, then the exchanges kept), and the answer to each new line."""
+
+    def __init__(self, model, tokenizer, system: str | None, history: bool, sampling: dict):
+        self.model, self.tokenizer, self.history, self.sampling = model, tokenizer, history, sampling
+        self.start = [{"role": "system", "content": system}] if system else []
+        self.messages = list(self.start)
+
+    def reply(self, text: str, stdout: TextIO) -> str:
+        """What to print for a line: the bot's answer, or a note in parentheses."""
+        if text == "/reset":
+            self.messages = list(self.start)
+            return "(conversation forgotten)"
+        warn_unknown_words(self.tokenizer, text, stdout)
+        messages = self.messages if self.history else list(self.start)
+        messages = fit_history(self.model, self.tokenizer, messages + [{"role": "user", "content": text}],
+                               self.sampling["max_new_tokens"])  # fmt: skip
+        try:
+            reply = answer(self.model, self.tokenizer, messages, **self.sampling)
+        except UserError as error:
+            return f"({error.problems[0]}; try a shorter line or /reset)"
+        self.messages = messages + [{"role": "assistant", "content": reply}]
+        return f"bot> {reply if reply else '(nothing)'}"

@@ -1,4 +1,8 @@
-"""The `toyllm` command line: `toyllm demo` runs the whole pipeline; generate, chat and compare try its checkpoints."""
+"""The `toyllm` command line: `toyllm demo` runs the whole pipeline; generate, chat and compare try its checkpoints.
+
+Each command imports what it runs when it runs (the `run_*` functions): the training stack (torch, transformers,
+TRL) takes seconds to import, which `toyllm --help`, `push` or a mistyped flag should not wait for.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,23 @@ import argparse
 import subprocess
 from pathlib import Path
 
+from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES
 from toyllm.errors import RESUME_HINT, exit_on_user_error
 from toyllm.stages import RECIPES
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from toyllm.demo import FEEDBACK_ROUNDS, run_demo
+    from toyllm.demo import run_demo
 
-    rounds = args.feedback_rounds or FEEDBACK_ROUNDS
-    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=rounds)
+    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds)
 
 
 def run_label(args: argparse.Namespace) -> None:
-    from toyllm.feedback import SAMPLES_PER_PROMPT, label_round
+    from toyllm.feedback import label_round
     from toyllm.resources import default_data_dir
 
-    args.samples = args.samples or SAMPLES_PER_PROMPT
-    data_dir = args.data_dir or default_data_dir()
-    pairs, judge_data = label_round(args.policy, data_dir, args.round, args.output_dir, args.samples, args.seed,
-                                    overwrite=args.overwrite)  # fmt: skip
+    pairs, judge_data = label_round(args.policy, args.data_dir or default_data_dir(), args.round, args.output_dir,
+                                    args.samples, args.seed, overwrite=args.overwrite)  # fmt: skip
     print(f"{pairs}\n{judge_data}")
 
 
@@ -72,10 +74,10 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    from toyllm.report import run_compare
+    from toyllm.compare import run_compare
 
     hide_loading_bars()
-    run_compare(args.model, args.eval, args.reward_model, args.output_dir)
+    run_compare(args.model, args.eval, args.reward_model, args.output_dir, args.data_dir)
 
 
 def run_merge(args: argparse.Namespace) -> None:
@@ -112,7 +114,13 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyllm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_demo, _add_label, _add_recipes, _add_merge, _add_push, _add_generate, _add_chat,
+                        _add_compare):  # fmt: skip
+        add_command(commands)
+    return parser
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="random → pretrain → SFT → reward → PPO → DPO, then compare the stages")
     demo.add_argument(
         "--data-dir",
@@ -125,11 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--feedback-rounds",
         type=positive_int,
-        default=None,
-        help="rounds of PPO; after each but the last, its answers are labelled and the judge retrained (default: 2)",
+        default=FEEDBACK_ROUNDS,
+        help=f"rounds of PPO; after each but the last, its answers are labelled and the judge retrained (default: "
+        f"{FEEDBACK_ROUNDS})",
     )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
 
+
+def _add_label(commands) -> None:
     label = commands.add_parser("label", help="label a policy's sampled answers: a feedback round's preference pairs")
     label.add_argument("--policy", required=True, help="the PPO checkpoint whose answers are labelled")
     label.add_argument(
@@ -137,11 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     label.add_argument("--round", type=positive_int, required=True, help="the round number n: feedback/round-n.jsonl")
     label.add_argument("--output-dir", default="outputs/toy", help="feedback/ goes here (default: outputs/toy)")
-    label.add_argument("--samples", type=positive_int, default=None, help="answers sampled per prompt (default: 64)")
+    label.add_argument("--samples", type=positive_int, default=LABEL_SAMPLES,
+                       help=f"answers sampled per prompt (default: {LABEL_SAMPLES})")  # fmt: skip
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--overwrite", action="store_true", help="replace pairs labelled from another policy")
     label.set_defaults(func=run_label)
 
+
+def _add_recipes(commands) -> None:
     for name in RECIPES:
         recipe = commands.add_parser(name, add_help=False, help=f"run recipes/{name}.py: --config toy/{name}.yaml "
                                      "or your own YAML, then any TRL flag (--help lists them)")  # fmt: skip
@@ -149,33 +163,42 @@ def build_parser() -> argparse.ArgumentParser:
         recipe.add_argument("--accelerate_config", default=None, help="an accelerate config file to launch with")
         recipe.set_defaults(func=run_recipe)
 
+
+def _add_merge(commands) -> None:
     merge = commands.add_parser("merge", help="merge a LoRA adapter into its base model: a full checkpoint")
     merge.add_argument("--adapter", required=True, help="folder a LoRA stage saved (adapter_config.json)")
     merge.add_argument("--output", required=True, help="where the merged checkpoint goes")
     merge.set_defaults(func=run_merge)
 
+
+def _add_push(commands) -> None:
     push = commands.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub")
     push.add_argument("--model", required=True, help="checkpoint folder, e.g. outputs/toy/sft")
     push.add_argument("--repo-id", required=True, help="Hub repository, e.g. your-name/toyllm-sft")
     push.add_argument("--private", action="store_true", help="create the repository private")
     push.set_defaults(func=run_push)
 
-    def sampling_flags(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--model", required=True, help="checkpoint folder with a chat template (outputs/toy/dpo)")
-        command.add_argument("--max-new-tokens", type=positive_int, default=32,
-                             help="longest answer in tokens (default: 32)")  # fmt: skip
-        command.add_argument("--do-sample", action="store_true", help="sample instead of answering greedily")
-        command.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
-        command.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --do-sample)")
-        command.add_argument("--seed", type=int, default=None, help="random seed, for repeatable sampling")
 
+def _sampling_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", required=True, help="checkpoint folder with a chat template (outputs/toy/dpo)")
+    command.add_argument("--max-new-tokens", type=positive_int, default=CHAT_MAX_NEW_TOKENS,
+                         help=f"longest answer in tokens (default: {CHAT_MAX_NEW_TOKENS})")  # fmt: skip
+    command.add_argument("--do-sample", action="store_true", help="sample instead of answering greedily")
+    command.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
+    command.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    command.add_argument("--seed", type=int, default=None, help="random seed, for repeatable sampling")
+
+
+def _add_generate(commands) -> None:
     generate = commands.add_parser("generate", help="answer one question with a checkpoint's chat template")
-    sampling_flags(generate)
+    _sampling_flags(generate)
     generate.add_argument("question", help='what to ask, e.g. "who was alice"')
     generate.set_defaults(func=run_generate)
 
+
+def _add_chat(commands) -> None:
     chat = commands.add_parser("chat", help="talk to a checkpoint in the terminal (/exit or Ctrl-D ends)")
-    sampling_flags(chat)
+    _sampling_flags(chat)
     chat.add_argument("--system", default=None, help="a system message to start the conversation with")
     chat.add_argument(
         "--history",
@@ -185,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.set_defaults(func=run_chat)
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser("compare", help="evaluate checkpoints side by side: tables, metrics.json, report")
     compare.add_argument(
         "--model", action="append", required=True, metavar="NAME=DIR", type=named_model,
@@ -193,10 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--eval", required=True, help="eval.jsonl: {prompt, reference, split} rows")
     compare.add_argument("--reward-model", default=None, help="a reward-model folder to score the answers with")
     compare.add_argument(
+        "--data-dir",
+        default=None,
+        help="the story's data folder: its sentences for the well-formed gauge, its pairs for the judge's accuracy "
+        "(default: the eval file's folder, when it holds all five files)",
+    )
+    compare.add_argument(
         "--output-dir", default="outputs/compare", help="report/ goes here (default: outputs/compare)"
     )
     compare.set_defaults(func=run_compare)
-    return parser
 
 
 def named_model(value: str) -> tuple[str, str]:

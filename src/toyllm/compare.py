@@ -16,8 +16,7 @@ from toyllm.stages import TABLE
 
 def check_eval_fits(folders: dict[str, str | Path], eval_file: str | Path) -> None:
     """Every checkpoint's vocabulary knows every word of the eval file (else its perplexity and answers are about
-    [UNK]s: an Alice model on another story's questions scored 1947.95), one line per problem, before any model
-    loads."""
+    [UNK]s, e.g. an Alice model on another story's questions), one line per problem, before any model loads."""
     rows = read_rows(eval_file, "eval")
     problems = []
     for name, folder in folders.items():

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, interleave_datasets, load_dataset
+from trl.data_utils import pack_dataset
 
 from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
@@ -145,7 +146,7 @@ CHAT_FIELDS = {
 def as_chat_rows(dataset, kind: DataKind, name) -> Dataset:
     """TRL's plain-string prompt/completion (and preference, prompt-only) rows as one chat turn: a user message and
     an assistant message. Every toyllm stage trains and asks in the chat template, so as plain text such rows would
-    train a model that then never sees its format again (SFT's exact match was 0.00)."""
+    train a model that then never sees its format again."""
     fields = [f for f in CHAT_FIELDS.get(kind, ()) if f in dataset.column_names]
     if not fields or not isinstance(dataset[0][fields[0]], str):
         return dataset
@@ -190,8 +191,6 @@ def pack_text(dataset: Dataset, block_size: int, copies: int, seed: int) -> Data
     read at `copies` different positions. One sentence per row teaches the completer positions 1 to ~10 only, and a
     chat answer starts later: SFT then learns answering from scratch instead of reusing the completer. Packing the
     dataset (not each batch) keeps the rows the same however many processes share them."""
-    from trl.data_utils import pack_dataset
-
     shuffled = concatenate_datasets([dataset.shuffle(seed=seed + n) for n in range(copies)])
     return pack_dataset(shuffled.select_columns(["input_ids"]), block_size, strategy="wrapped")
 
@@ -203,11 +202,10 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
 
     Each sentence gives `cues` rows, each the answer to a cue of one word drawn (seeded) from the sentence itself:
     "rabbit" → "alice followed the white rabbit". The model learns to answer with a story sentence that holds a
-    word of the user's turn, so a new question's own words lead toward its sentences: on the 3 stories x 3 seeds,
-    PPO then answered 0.5-0.8 of the held-out questions on 8 runs, against 0.25 at best with an empty user turn,
-    while SFT still answered at most 1 of 4-5 greedily (benchmarks/RESULTS.md). No question is paired with a
-    sentence. With `cues=0` the user turn is empty (plain ptx; real chat templates refuse a conversation that opens
-    with the assistant)."""
+    word of the user's turn, so a new question's own words lead toward its sentences, which PPO can then reach
+    (measured against an empty user turn in benchmarks/RESULTS.md). No question is paired with a sentence. With
+    `cues=0` the user turn is empty (plain ptx; real chat templates refuse a conversation that opens with the
+    assistant)."""
     conversational = "messages" in chats.column_names
     draw = random.Random(seed)
     rows = []

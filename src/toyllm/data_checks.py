@@ -59,34 +59,10 @@ class _Row:
         if not value:
             self.problem(field, "empty list of messages")
             return False
-        ok = True
-        previous = None
+        ok, previous = True, None
         for i, message in enumerate(value):
-            where = f"{field}[{i}]"
-            if not isinstance(message, dict):
-                self.problem(where, f"expected a message object, got {type(message).__name__}")
-                ok = False
-                continue
-            for key in ("role", "content"):
-                if key not in message:
-                    close = difflib.get_close_matches(key, list(message), n=1, cutoff=0.6)
-                    self.problem(
-                        where, f"missing key '{key}'" + (f" (found '{close[0]}': misspelt?)" if close else "")
-                    )
-                    ok = False
-            role = message.get("role")
-            if role is not None and role not in ROLES:
-                self.problem(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-                ok = False
-                continue
-            if "content" in message and not self.text(f"{where}.content", message["content"]):
-                ok = False
-            if role == "system" and i > 0:
-                self.problem(f"{where}.role", "a system message may only come first")
-                ok = False
-            elif role in ("user", "assistant") and role == previous:
-                self.problem(f"{where}.role", f"two {role} messages in a row: user and assistant take turns")
-                ok = False
+            ok = self.message(f"{field}[{i}]", message, i, previous) and ok
+            role = message.get("role") if isinstance(message, dict) else None
             previous = role if role in ROLES else previous
         if ok:
             roles = [m["role"] for m in value if m["role"] != "system"] or ["system"]
@@ -96,6 +72,31 @@ class _Row:
             elif roles[-1] not in last:
                 self.problem(field, f"must end with {_a(' or '.join(last))} message, not {roles[-1]}")
                 ok = False
+        return ok
+
+    def message(self, where: str, message, index: int, previous: str | None) -> bool:
+        """One turn: a {"role", "content"} object of a known role, where that role may come."""
+        if not isinstance(message, dict):
+            self.problem(where, f"expected a message object, got {type(message).__name__}")
+            return False
+        ok = True
+        for key in ("role", "content"):
+            if key not in message:
+                close = difflib.get_close_matches(key, list(message), n=1, cutoff=0.6)
+                self.problem(where, f"missing key '{key}'" + (f" (found '{close[0]}': misspelt?)" if close else ""))
+                ok = False
+        role = message.get("role")
+        if role is not None and role not in ROLES:
+            self.problem(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            return False
+        if "content" in message and not self.text(f"{where}.content", message["content"]):
+            ok = False
+        if role == "system" and index > 0:
+            self.problem(f"{where}.role", "a system message may only come first")
+            ok = False
+        elif role in ("user", "assistant") and role == previous:
+            self.problem(f"{where}.role", f"two {role} messages in a row: user and assistant take turns")
+            ok = False
         return ok
 
     def text_or_messages(self, field: str, first: tuple[str, ...], last: tuple[str, ...]) -> bool:

@@ -24,14 +24,13 @@ from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.data import DataFolder, as_data_folder
 from toyllm.data_checks import check_against_tokenizer
+from toyllm.defaults import FEEDBACK_ROUNDS
 from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
 from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
 from toyllm.stages import TABLE, StageTable, round_name, split_round
 from toyllm.toy import build_random_stage, random_fingerprint
-
-FEEDBACK_ROUNDS = 2  # PPO, then one round of feedback: label its answers, retrain the judge, PPO again
 
 
 @dataclass(frozen=True)

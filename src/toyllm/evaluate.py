@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import as_messages, last_content
+from toyllm.defaults import EVAL_SAMPLES, MAX_NEW_TOKENS
 from toyllm.generation import (
-    MAX_NEW_TOKENS,
     chat_prompts,
     generate_answers,
     greedy_answers,
@@ -24,8 +24,6 @@ from toyllm.generation import (
     text_prompts,
 )
 from toyllm.model import load_weights
-
-EVAL_SAMPLES = 32  # sampled answers per eval prompt (full distribution, seeded) for the sampling hit rate
 
 
 @torch.no_grad()

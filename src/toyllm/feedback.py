@@ -18,14 +18,13 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from toyllm.checkpoint import read_marker
 from toyllm.data import DataFolder, answerable, as_data_folder, load_data
+from toyllm.defaults import LABEL_SAMPLES
 from toyllm.errors import UserError
 from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
 from toyllm.files import atomic_write_text
 from toyllm.generation import normalise, sampled_answers
 from toyllm.model import load_weights
 from toyllm.stages import TABLE, StageTable, round_name
-
-LABEL_SAMPLES = 64  # answers sampled (full distribution) from the policy for each PPO prompt
 
 
 def feedback_paths(output_dir: Path, round_number: int) -> tuple[Path, Path]:

@@ -7,10 +7,9 @@ import re
 
 import torch
 
+from toyllm.defaults import MAX_NEW_TOKENS
+
 PUNCTUATION = re.compile(r"[^\w\s]")
-# Greedy answers of the toy are a handful of words; a cap keeps a babbling model from running to n_positions.
-MAX_NEW_TOKENS = 16
-CHAT_MAX_NEW_TOKENS = 32  # `toyllm generate` and `chat`: room for a real model's sentence
 # Sampling as PPO samples: the model's own distribution, untruncated (temperature 1, no top-k, no top-p).
 FULL_DISTRIBUTION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 

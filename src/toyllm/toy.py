@@ -14,7 +14,8 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrain
 
 from toyllm.checkpoint import files_digest, is_finished, write_marker
 from toyllm.data import DataFolder, as_data_folder, iter_texts
-from toyllm.generation import MAX_NEW_TOKENS, PUNCTUATION
+from toyllm.defaults import MAX_NEW_TOKENS
+from toyllm.generation import PUNCTUATION
 
 
 def iter_data_folder_texts(data: DataFolder | str | Path) -> Iterator[str]:
