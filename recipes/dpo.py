@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
+from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_splits
+from toyllm.data import load_splits, preference_pairs
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.resume import checkpoint_marker
@@ -21,7 +21,7 @@ from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
-class DPOScriptArguments(RecipeArguments):
+class DPOScriptArguments(PreferenceArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
 
 
@@ -43,6 +43,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
+    train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
     fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training

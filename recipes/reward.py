@@ -5,16 +5,16 @@
 The judge is a one-label `AutoModelForSequenceClassification` started from the SFT checkpoint: it already knows the
 questions and answers, so it only has to learn which answer fits which question. With `other_answers_rejected: N`,
 each prompt's chosen answer also beats the chosen answers of up to N other prompts, pairs a sparse preference file
-lacks (toyllm.data.add_other_answers_as_rejected).
+lacks; with `flashcards_dataset_name`, the flashcard questions it does not ask get pairs too (toyllm.data).
 """
 
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
-from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
+from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import add_other_answers_as_rejected, load_splits
+from toyllm.data import load_splits, preference_pairs
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_scorer
 from toyllm.resume import checkpoint_marker
@@ -23,20 +23,8 @@ from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
-class RewardScriptArguments(RecipeArguments):
+class RewardScriptArguments(PreferenceArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
-    other_answers_rejected: int = field(
-        default=0,
-        metadata={
-            "help": "Extra pairs per prompt: its chosen answer over the chosen answer of another prompt, for up to "
-            "this many other prompts (0: none). Teaches the judge which answer fits which question."
-        },  # fmt: skip
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.other_answers_rejected < 0:
-            raise ValueError(f"other_answers_rejected: {self.other_answers_rejected}; a number of pairs, 0 or more")
 
 
 @dataclass
@@ -76,9 +64,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
-    train_dataset = add_other_answers_as_rejected(
-        train_dataset, script_args.other_answers_rejected, training_args.seed
-    )
+    train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
     fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training

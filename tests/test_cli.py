@@ -17,6 +17,7 @@ from toyllm.args import parse_recipe_args
 from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
 from toyllm.cli import main
 from toyllm.data import load_data
+from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
 from toyllm.generation import chat_prompts, greedy_answers, one_line
 from toyllm.toy import build_random_checkpoint
@@ -56,17 +57,28 @@ def test_generate_sampling_is_seeded(micro, capsys):
     assert capsys.readouterr().out == first
 
 
-def test_chat_through_a_pipe_ends_cleanly_on_eof(micro):
+def test_chat_through_a_pipe_prints_the_answers_alone(micro):
+    """Piped, chat is a filter: one answer a line, each what `generate` answers; no prompts, no labels."""
     result = toyllm("chat", "--model", str(micro), stdin="who did alice follow\n\nwho was alice\n")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("you> ") == 4  # two questions, one blank line, then EOF
-    assert result.stdout.count("bot> ") == 2
+    assert "you>" not in result.stdout and "bot>" not in result.stdout
+    model, tokenizer = load_chat_model(micro)
+    expected = greedy_answers(model, tokenizer, ["who did alice follow", "who was alice"], CHAT_MAX_NEW_TOKENS)
+    assert result.stdout.splitlines() == expected
     assert "Traceback" not in result.stderr
+
+
+def test_chat_at_a_terminal_prompts_and_labels(micro):
+    out = io.StringIO()
+    chat_loop(micro, stdin=io.StringIO("who did alice follow\n\nwho was alice\n"), stdout=out, interactive=True)
+    assert out.getvalue().count("you> ") == 4  # two questions, one blank line, then EOF
+    assert out.getvalue().count("bot> ") == 2
 
 
 def test_chat_exit_command_and_ctrl_c(micro):
     out = io.StringIO()
-    assert chat_loop(micro, stdin=io.StringIO("who was alice\n/exit\nwho did alice follow\n"), stdout=out) == 0
+    lines = io.StringIO("who was alice\n/exit\nwho did alice follow\n")
+    assert chat_loop(micro, stdin=lines, stdout=out, interactive=True) == 0
     assert out.getvalue().count("bot> ") == 1
 
     class CtrlC(io.StringIO):
@@ -74,7 +86,7 @@ def test_chat_exit_command_and_ctrl_c(micro):
             raise KeyboardInterrupt
 
     out = io.StringIO()
-    assert chat_loop(micro, stdin=CtrlC(), stdout=out) == 0
+    assert chat_loop(micro, stdin=CtrlC(), stdout=out, interactive=True) == 0
     assert out.getvalue().endswith("you> \n")
 
 
@@ -92,7 +104,8 @@ def test_chat_keeps_history_within_the_context(micro):
         == chat_prompts(tokenizer, ["who was alice"])[0]
     )
     out = io.StringIO()
-    assert chat_loop(micro, stdin=io.StringIO("who did alice follow\n" * 15), stdout=out, history=True) == 0
+    lines = io.StringIO("who did alice follow\n" * 15)
+    assert chat_loop(micro, stdin=lines, stdout=out, history=True, interactive=True) == 0
     assert out.getvalue().count("bot> ") == 15
 
 

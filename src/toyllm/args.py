@@ -58,6 +58,32 @@ class RecipeArguments(ScriptArguments):
             )
 
 
+@dataclass
+class PreferenceArguments(RecipeArguments):
+    """What the reward and DPO recipes add to a preference file that holds pairs for some questions only."""
+
+    flashcards_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Flashcards (sft.jsonl rows): each question the preference file has no pair for gets pairs, its "
+            "taught answer over other questions' answers (up to other_answers_rejected), so preference tuning keeps "
+            "what SFT taught."
+        },
+    )
+    other_answers_rejected: int = field(
+        default=0,
+        metadata={
+            "help": "Extra pairs per prompt: its chosen answer over the chosen answer of another prompt, for up to "
+            "this many other prompts (0: none). Teaches which answer fits which question."
+        },  # fmt: skip
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.other_answers_rejected < 0:
+            raise ValueError(f"other_answers_rejected: {self.other_answers_rejected}; a number of pairs, 0 or more")
+
+
 def fit_schedule(script_args: RecipeArguments, training_args: TrainingArguments, num_rows: int) -> None:
     """`min_steps`: an epoch-based schedule tuned on one data size starves a smaller file (the same epochs over a
     tenth of the rows are a tenth of the steps). When `num_train_epochs` would give fewer than `min_steps` optimizer

@@ -127,31 +127,37 @@ def chat_loop(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     history: bool = False,
+    interactive: bool | None = None,
 ) -> int:
     """Read a line and answer it; /exit or Ctrl-D ends. Each line is a question on its own, as the toy's flashcards
     are single-turn (kept history confuses a model trained that way); with `history` the whole conversation is the
-    context, and /reset forgets it."""
+    context, and /reset forgets it. At a terminal (`interactive`, by default whether stdin is one) each line gets a
+    `you>` prompt and each answer a `bot>` label; piped, the answers alone come out, one a line, and the greeting
+    goes to stderr."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    interactive = stdin.isatty() if interactive is None else interactive
     if seed is not None:
         set_seed(seed)
     model, tokenizer = load_chat_model(model_dir)
     chat = Conversation(model, tokenizer, system, history, dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                                                  temperature=temperature, top_p=top_p))  # fmt: skip
     mode = "/reset forgets the conversation" if history else "each line is a new question; --history keeps them"
-    print(f"chatting with {model_dir} ({mode}, /exit or Ctrl-D ends)", file=stdout)
+    print(f"chatting with {model_dir} ({mode}, /exit or Ctrl-D ends)", file=stdout if interactive else sys.stderr)
     try:
         while True:
-            stdout.write("you> ")
-            stdout.flush()
+            if interactive:
+                stdout.write("you> ")
+                stdout.flush()
             line = stdin.readline()
             if not line:  # EOF
-                stdout.write("\n")
+                stdout.write("\n" if interactive else "")
                 break
             text = line.strip()
             if text in EXIT_COMMANDS:
                 break
             if text:
-                print(chat.reply(text, stdout), file=stdout, flush=True)
+                reply = chat.reply(text, stdout if interactive else sys.stderr)
+                print(f"bot> {reply}" if interactive and not reply.startswith("(") else reply, file=stdout, flush=True)
     except KeyboardInterrupt:
         stdout.write("\n")
     stdout.flush()
@@ -180,4 +186,4 @@ class Conversation:
         except UserError as error:
             return f"({error.problems[0]}; try a shorter line or /reset)"
         self.messages = messages + [{"role": "assistant", "content": reply}]
-        return f"bot> {reply if reply else '(nothing)'}"
+        return reply if reply else "(nothing)"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import transformers
 
 from toyllm.card import recipe_command, write_model_card
+from toyllm.data import DataFolder
 from toyllm.errors import UserError
 from toyllm.files import atomic_write_text
 from toyllm.hub import push_folder
@@ -66,7 +67,9 @@ def _input_identity(key: str, value: str) -> str:
     path = Path(value)
     if key in {"dataset_name", "ptx_dataset_name"} and path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    if key in {"data_dir", "toy_config_dir"} and path.is_dir():
+    if key == "data_dir" and path.is_dir():  # what the vocabulary is built from: never the eval file
+        return files_digest(p for p in DataFolder(path).training_files if p.is_file()).hexdigest()
+    if key == "toy_config_dir" and path.is_dir():
         return files_digest(sorted(p for p in path.iterdir() if p.is_file())).hexdigest()
     marker = read_marker(path) if key in {"model_name_or_path", "reward_model_path"} else None
     return marker["fingerprint"] if marker else value

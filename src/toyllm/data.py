@@ -46,6 +46,11 @@ class DataFolder:
     def files(self) -> list[Path]:
         return [self.file(kind) for kind in DATA_FILES]
 
+    @property
+    def training_files(self) -> list[Path]:
+        """Every file but the eval file: what the vocabulary and the stages are made of."""
+        return [self.file(kind) for kind in DATA_FILES if kind != "eval"]
+
     def is_complete(self) -> bool:
         return all(path.is_file() for path in self.files)
 
@@ -67,9 +72,42 @@ class DataFolder:
         if problems:
             raise UserError(problems)
         problems = _eval_split_problems(self.file("eval"), rows["eval"], rows["flashcards"])  # rows now well formed
+        problems += self._answer_problems(rows)
         if problems:
             raise UserError(problems)
         return rows
+
+    def _answer_problems(self, rows: dict) -> list[str]:
+        """Every PPO prompt and held-out question matched, after `normalise`, to its preferred answer, and every eval
+        reference to the answer training prefers: else the labeller, PPO's gold check and the scores would judge
+        against another answer than the one evaluated, or none."""
+        chosen: dict[str, set[str]] = {}
+        for _, row in rows["preference"]:
+            chosen.setdefault(normalise(last_content(row["prompt"])), set()).add(
+                normalise(last_content(row["chosen"]))
+            )
+        taught = {}
+        for _, row in rows["flashcards"]:
+            messages = row.get("messages")
+            question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+            taught.setdefault(normalise(last_content(question)), normalise(last_content(answer)))
+        problems = []
+        for line, row in rows["prompts"]:
+            question = last_content(row["prompt"])
+            if normalise(question) not in chosen and normalise(question) not in taught:
+                where = f"{self.file('prompts')}:{line}: prompt"
+                problems.append(f"{where}: no preferred answer for {question!r}: add pairs for it to preference.jsonl "
+                                "(the labeller prefers their chosen answer)")  # fmt: skip
+        for line, row in rows["eval"]:
+            question, reference = normalise(row["prompt"]), normalise(row["reference"])
+            preferred = chosen.get(question) or ({taught[question]} if question in taught else set())
+            if row["split"] == "held_out" and question not in chosen:
+                problems.append(f"{self.file('eval')}:{line}: split: 'held_out', but preference.jsonl has no pair "
+                                f"for {row['prompt']!r}; add pairs whose chosen answer is the reference")  # fmt: skip
+            elif preferred and reference not in preferred:
+                problems.append(f"{self.file('eval')}:{line}: reference: {row['reference']!r}, but training prefers "
+                                f"{sorted(preferred)[0]!r} for {row['prompt']!r}; make them one answer")  # fmt: skip
+        return problems
 
     def known_answers(self) -> dict[str, str]:
         """The preferred answer of every question the folder knows one for (chosen answers first, then flashcards),
@@ -225,6 +263,46 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
     )
 
 
+def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, seed: int) -> Dataset:
+    """Pairs for the flashcard questions the preference file does not ask: the taught answer over up to `per_prompt`
+    other questions' answers (drawn, seeded). A file of pairs for the held-out questions only (what a user writes:
+    pairs for what they want changed) otherwise never shows DPO or the judge a trained question, and DPO drifts away
+    from the answers SFT taught while the judge rates any story sentence as an answer to them."""
+    if per_prompt <= 0 or "prompt" not in pairs.column_names:
+        return pairs
+    asked = {normalise(last_content(row["prompt"])) for row in pairs}
+    taught = {}
+    for row in flashcards:
+        messages = row.get("messages")
+        question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+        taught.setdefault(normalise(last_content(question)), (as_messages(question, "user")[-1:], answer))
+    answers = list(dict.fromkeys([last_content(a) for _, a in taught.values()]
+                                 + [last_content(row["chosen"]) for row in pairs]))  # fmt: skip
+    draw = random.Random(seed)
+    added = []
+    for question, (prompt, answer) in taught.items():
+        if question in asked:
+            continue
+        others = [a for a in answers if normalise(a) != normalise(last_content(answer))]
+        for other in draw.sample(others, per_prompt) if len(others) > per_prompt else others:
+            added.append({"prompt": prompt, "chosen": as_messages(answer, "assistant"),
+                          "rejected": [{"role": "assistant", "content": other}]})  # fmt: skip
+    logger.info(f"{len(added)} pairs added: flashcard questions without pairs, their answer over other answers")
+    if not added:
+        return pairs
+    added = [{column: row.get(column) for column in pairs.column_names} for row in added]  # e.g. a score column
+    return concatenate_datasets([pairs, Dataset.from_list(added).cast(pairs.features)])
+
+
+def preference_pairs(script_args, pairs: Dataset, seed: int) -> Dataset:
+    """The preference file plus what the reward and DPO recipes add to a sparse one (toyllm.args.PreferenceArguments):
+    pairs for the flashcard questions it lacks, then other questions' answers as rejected."""
+    if script_args.flashcards_dataset_name:
+        flashcards = load_data(script_args.flashcards_dataset_name, "flashcards")
+        pairs = add_flashcard_pairs(pairs, flashcards, script_args.other_answers_rejected, seed)
+    return add_other_answers_as_rejected(pairs, script_args.other_answers_rejected, seed)
+
+
 def add_other_answers_as_rejected(pairs: Dataset, per_prompt: int, seed: int) -> Dataset:
     """Each prompt's chosen answer also beats the chosen answers of up to `per_prompt` other prompts (drawn, seeded,
     where there are more): "who was geppetto" prefers "geppetto was a poor woodcarver" to "pinocchio became a real
@@ -290,7 +368,7 @@ def _message_texts(value) -> Iterator[str]:
 
 def iter_texts(path: str | Path) -> Iterator[str]:
     """Every piece of natural text in a JSONL file of any of our formats (used to train the vocabulary)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line in f:
             if not line.strip():
                 continue

@@ -181,7 +181,7 @@ def read_rows(path: str | Path, kind: DataKind) -> list[tuple[int, dict]]:
         raise UserError(f"{path}: file not found")
     problems: list[str] = []
     rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, as some editors save, is read past
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -256,8 +256,10 @@ def check_against_tokenizer(
     max_length: int,
     truncate: bool = False,
     reserve: int = 0,
+    unknown_words_ok: bool = False,
 ) -> None:
-    """Rows that do not fit the context (with `reserve` tokens left for generation) and words the vocabulary lacks."""
+    """Rows that do not fit the context (with `reserve` tokens left for generation) and, unless `unknown_words_ok`,
+    words the vocabulary lacks."""
     problems: list[str] = []
     unk = tokenizer.unk_token_id
     for line, row in rows:
@@ -272,7 +274,7 @@ def check_against_tokenizer(
                 f"{path}:{line}: row is {longest} tokens, longer than the model's context ({room}); "
                 "shorten it or set truncate_long_rows: true"
             )
-        if unk is None or kind == "pretrain":
+        if unk is None or kind == "pretrain" or unknown_words_ok:
             continue
         for key in ("messages", "prompt", "completion", "chosen", "rejected", "reference"):
             if key not in row:

@@ -8,8 +8,10 @@ come from the stage table (toyllm.stages).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from transformers import AutoTokenizer
 from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.data import DataFolder, as_data_folder
-from toyllm.data_checks import check_against_tokenizer
+from toyllm.data_checks import check_against_tokenizer, unknown_words
 from toyllm.defaults import FEEDBACK_ROUNDS
 from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
@@ -31,6 +33,8 @@ from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
 from toyllm.stages import TABLE, StageTable, round_name, split_round
 from toyllm.toy import build_random_stage, random_fingerprint
+
+LOCK_FILE = ".toyllm_demo.lock"
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,8 @@ def stage_overrides(
         args += ["--from_scratch", "false"]
     if row.judge:
         args += ["--reward_model_path", str(output_dir / round_name(row.judge, step.round))]
-    if row.gold_check:
-        args += ["--gold_data_dir", str(data.path)]
+    for flag in row.reads_folder:
+        args += [f"--{flag}", str(data.path)]
     for flag, kind in row.also_reads:
         args += [f"--{flag}", str(data.file(kind))]
     return args
@@ -177,12 +181,46 @@ def run_demo(
     """Run every stage not already complete for this config and data, then evaluate and report."""
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed: {seed}; a seed is a whole number from 0 to 2**32 - 1")
     data, output_dir = DataFolder(data_dir or default_data_dir()), Path(output_dir)
-    rows = data.check()  # every file checked before anything is trained
+    rows = data.check()  # every file checked before anything is written
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     run = DemoRun(data, output_dir, seed, overwrite)
-    run.log_dir.mkdir(parents=True, exist_ok=True)
+    with output_folder_lock(output_dir):
+        return run_steps(run, rows, feedback_rounds)
+
+
+@contextlib.contextmanager
+def output_folder_lock(output_dir: Path):
+    """One demo at a time in an output folder: a second one would overwrite the first's logs and half-saved stages.
+    The lock is the operating system's (flock), so a killed run leaves none behind."""
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--output-dir: {folder} is a file; give a folder (it is created if missing)")
+    (output_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(f"{output_dir}: another toyllm demo is running in this folder ({holder}); wait for it "
+                            "to finish, or choose another --output-dir") from None  # fmt: skip
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_steps(run: DemoRun, rows: dict, feedback_rounds: int) -> dict:
+    """Every step of the demo in order, then the evaluation."""
+    data, output_dir = run.data, run.output_dir
     steps = demo_steps(feedback_rounds)
     total = len(steps) + 1
     for number, step in enumerate(steps, start=1):
@@ -191,11 +229,22 @@ def run_demo(
             run.label(step, header)
             continue
         run.build_or_train(step, header)
-        if step.action == "build":  # the vocabulary now exists: every eval question must fit and be known to it
-            tokenizer = AutoTokenizer.from_pretrained(output_dir / step.name)
-            check_against_tokenizer(data.file("eval"), "eval", rows["eval"], tokenizer, tokenizer.model_max_length)
+        if step.action == "build":  # the vocabulary now exists: every eval question must fit it
+            check_eval_rows(data, rows["eval"], AutoTokenizer.from_pretrained(output_dir / step.name))
     progress(f"[{total}/{total}] evaluate ...")
     return evaluate_run(run, feedback_rounds)
+
+
+def check_eval_rows(data: DataFolder, rows: list, tokenizer) -> None:
+    """Eval rows longer than the context are errors; words the vocabulary lacks (it is built from the training files
+    only, so evaluation never changes what is trained) are named in one line and read as the unknown token."""
+    eval_file = data.file("eval")
+    check_against_tokenizer(eval_file, "eval", rows, tokenizer, tokenizer.model_max_length, unknown_words_ok=True)
+    unknown = dict.fromkeys(word for _, row in rows for key in ("prompt", "reference")
+                            for word in unknown_words(tokenizer, row[key]))  # fmt: skip
+    if unknown:
+        progress(f"      note: {eval_file}: words no training file holds, read as {tokenizer.unk_token}: "
+                 f"{', '.join(unknown)}")  # fmt: skip
 
 
 def last_checkpoints(output_dir: Path, rounds: int, table: StageTable = TABLE) -> dict[str, Path]:

@@ -188,7 +188,8 @@ def evaluate_checkpoints(
         logprobs = reference_logprobs(model, tokenizer, questions, [one_line(r["reference"]) for r in rows])
         set_seed(0)
         samples = sampled_answers(model, tokenizer, questions, EVAL_SAMPLES)
-        stage: dict = {"perplexity": perplexity(model, tokenizer, [r["reference"] for r in rows]), "asked": how}
+        stage: dict = {"perplexity": perplexity(model, tokenizer, [r["reference"] for r in rows]), "asked": how,
+                       "checkpoint": Path(path).name}  # fmt: skip
         stages[name] = stage | split_metrics(rows, answers, scores, logprobs, samples, sentences)
         for response, answer in zip(responses, answers):
             response[name] = answer

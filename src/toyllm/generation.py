@@ -9,7 +9,9 @@ import torch
 
 from toyllm.defaults import MAX_NEW_TOKENS
 
-PUNCTUATION = re.compile(r"[^\w\s]")
+# Punctuation, read as a space: every mark but an apostrophe inside a word ("bear's" is one word, as people read it).
+PUNCTUATION = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
+TYPOGRAPHIC_APOSTROPHES = {"\u2019": "'", "\u2018": "'"}  # as word processors write "bear's"
 # Sampling as PPO samples: the model's own distribution, untruncated (temperature 1, no top-k, no top-p).
 FULL_DISTRIBUTION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
@@ -21,8 +23,10 @@ def one_line(text: str) -> str:
 
 def normalise(text: str) -> str:
     """A question or answer as it is compared with another, the way the toy's vocabulary reads it: lowercase, with
-    punctuation read as a space. "Who was Alice?" and "who was alice" are one question."""
-    return one_line(PUNCTUATION.sub(" ", text.lower()))
+    punctuation read as a space but an apostrophe inside a word kept. "Who was Alice?" and "who was alice" are one
+    question; "The bear's porridge." and "the bear's porridge" one answer."""
+    text = text.translate(str.maketrans(TYPOGRAPHIC_APOSTROPHES)).lower()
+    return one_line(PUNCTUATION.sub(" ", text))
 
 
 def chat_prompts(tokenizer, questions: list[str]) -> list[list[int]]:

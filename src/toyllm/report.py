@@ -48,15 +48,11 @@ def write_report(
     return path
 
 
-def _asked(stages: dict) -> dict:
-    return {name: stage.get("asked", "chat") for name, stage in stages.items()}
-
-
 def _evolution_section(metrics: dict) -> list[str]:
     stages, responses = metrics["stages"], metrics.get("responses", [])
     lines = ["", "## The model's evolution", "", "Every stage's answer to each eval prompt, whole, beside the "
              "reference: greedy, in the chat template, unless the column says otherwise.", ""]  # fmt: skip
-    lines += [format_responses_table(responses, list(stages), 10_000, asked=_asked(stages), reference=True), ""]
+    lines += [format_responses_table(responses, stages, 10_000, reference=True), ""]
     continuations = metrics.get("continuations") or []
     if continuations:
         lines += [
@@ -138,7 +134,7 @@ def _figures(output_dir, metrics: dict, stage_dirs: dict, table: StageTable) -> 
     histories = {name: read_log_history(path) for name, path in stage_dirs.items()}
     figures = [
         ("training.png", "Training curves", plot_training(histories)),
-        ("ppo.png", "PPO, per step", plot_ppo(histories)),
+        ("ppo.png", f"PPO, per step{_shown(stage_dirs, table.round_policy)}", plot_ppo(histories)),
         ("metrics.png", "Evaluation per stage", plot_metrics(stages) if stages else None),
     ]
     if metrics.get("rounds"):
@@ -147,6 +143,12 @@ def _figures(output_dir, metrics: dict, stage_dirs: dict, table: StageTable) -> 
             ("rounds.png", "Proxy vs gold, round after round", plot_rounds(list(map(read_log_history, folders))))
         )
     return figures
+
+
+def _shown(stage_dirs: dict, stage: str | None) -> str:
+    """Which checkpoint a stage's plot shows, when it is a later round: " (ppo-2, the last round)"."""
+    folder = Path(stage_dirs[stage]).name if stage in stage_dirs else stage
+    return f" ({folder}, the last round)" if folder != stage else ""
 
 
 def _plots_section(report_dir: Path, figures: list[tuple]) -> list[str]:

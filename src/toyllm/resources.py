@@ -33,7 +33,8 @@ def shipped_path(path: str | None) -> str | None:
     found = next((c for c in candidates if c.exists()), None)
     if found is None:
         return path
-    logger.warning(f"{path}: not in this folder; using the copy shipped with toyllm, {display(found)}")
+    story = " (the Alice story; give your own file's path to use yours)" if first == "data" else ""
+    logger.warning(f"{path}: not in this folder; reading the copy toyllm ships, {display(found)}{story}")
     return display(found)
 
 

@@ -28,7 +28,7 @@ class Stage:
     asked: str = "chat"  # how the evaluation asks it: "chat" (greedy), "text" (a base model: plain text, greedy), or
     # "text, sampled" (seeded sampling at temperature 1: a random model's greedy output is one word repeated)
     also_reads: tuple[tuple[str, DataKind], ...] = ()  # recipe arguments that name another file of the data folder
-    gold_check: bool = False  # logs the labeller's verdict on its own prompts while it trains (`--gold_data_dir`)
+    reads_folder: tuple[str, ...] = ()  # recipe arguments that name the data folder itself
     feedback_round: bool = False  # trained again in each feedback round, on the judge's new training data
     about: str = ""  # one sentence in the report and in the model card
 
@@ -41,6 +41,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "pretrain", "pretrain", "pretrain", "random", "causal-lm", asked="text",
+        reads_folder=("data_dir",),  # the folder whose vocabulary `from_scratch` builds
         about="Next-token prediction on plain sentences of the story (`transformers.Trainer`): the model becomes a "
         "completer that continues text it has read, but does not answer questions.",
     ),
@@ -52,16 +53,19 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "reward", "reward", "preference", "sft", "scorer", feedback_round=True,
+        also_reads=(("flashcards_dataset_name", "flashcards"),),  # pairs for the questions a sparse file lacks
         about="A reward model, the judge, trained on chosen/rejected answer pairs (TRL `RewardTrainer`): it scores "
         "answers and is not itself a chat model, so it has no column in the tables.",
     ),
     Stage(
-        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", gold_check=True, feedback_round=True,
+        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", feedback_round=True,
+        reads_folder=("gold_data_dir",),  # the labeller's verdict on its prompts, logged while it trains
         about="RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
         "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
     ),
     Stage(
         "dpo", "dpo", "preference", "sft", "causal-lm",
+        also_reads=(("flashcards_dataset_name", "flashcards"),),
         about="Direct preference optimisation (TRL `DPOTrainer`): learns from the chosen/rejected pairs directly, "
         "without a judge or sampling, relative to a frozen copy of the SFT model.",
     ),

@@ -23,15 +23,28 @@ def _stage_table(rows: list[dict], keys: list[str], stages: list[str], width: in
     )
 
 
+TERMINAL_WIDTH = 34  # characters of an answer in the terminal's table; the report shows every answer whole
+
+
+def column_labels(stages: dict[str, dict], asked: bool = True) -> dict[str, str]:
+    """Each stage's header: its name, with how it was asked when not in its chat template (`asked`) and which
+    checkpoint it is when that is another folder, a later feedback round: "pretrain (text)", "ppo (ppo-2)"."""
+    labels = {}
+    for name, stage in stages.items():
+        notes = [stage["asked"]] if asked and stage.get("asked", "chat") != "chat" else []
+        notes += [stage["checkpoint"]] if stage.get("checkpoint", name) != name else []
+        labels[name] = f"{name} ({', '.join(notes)})" if notes else name
+    return labels
+
+
 def format_responses_table(
-    responses: list[dict], stages: list[str], width: int = 34, asked: dict | None = None, reference: bool = False
+    responses: list[dict], stages: dict[str, dict], width: int = TERMINAL_WIDTH, reference: bool = False
 ) -> str:
-    """The model's evolution: for each eval prompt, the answer of every stage, in markdown. A stage not asked in its
-    chat template says how it was asked in its column's header, e.g. "pretrain (text)". The terminal's table cuts
-    answers to `width`; the report's (`reference=True`) shows them whole, beside the reference answer."""
-    labels = {name: f"{name} ({how})" for name, how in (asked or {}).items() if how != "chat"}
+    """The model's evolution: for each eval prompt, the answer of every stage, in markdown, under its column label.
+    The terminal's table cuts answers to `width`; the report's (`reference=True`) shows them whole, beside the
+    reference answer."""
     keys = ["split", "prompt", "reference"] if reference else ["split", "prompt"]
-    return _stage_table(responses, keys, stages, width, labels)
+    return _stage_table(responses, keys, list(stages), width, column_labels(stages))
 
 
 def format_continuations_table(continuations: list[dict], stages: list[str], width: int = 34) -> str:
@@ -49,7 +62,7 @@ def format_metrics_table(stages: dict[str, dict]) -> str:
     header = ["stage", "perplexity", *(f"{split} {what}" for split in splits for what in ("exact", "reward"))]
     rows = []
     for name, stage in stages.items():
-        cells = [name, f"{stage['perplexity']:.2f}"]
+        cells = [column_labels(stages, asked=False)[name], f"{stage['perplexity']:.2f}"]
         for split in splits:
             reward = stage[split].get("mean_reward")
             cells += [f"{stage[split]['exact_match']:.2f}", "-" if reward is None else f"{reward:+.2f}"]
@@ -83,5 +96,5 @@ def format_rounds_table(rounds: list[dict]) -> str:
 
 def format_comparison(stages: dict[str, dict], responses: list[dict]) -> str:
     """The evolution table and the metrics table, as the demo prints them at its end (and `toyllm compare` does)."""
-    asked = {name: stage.get("asked", "chat") for name, stage in stages.items()}
-    return format_responses_table(responses, list(stages), asked=asked) + "\n\n" + format_metrics_table(stages)
+    note = f"(answers cut at {TERMINAL_WIDTH} characters: report.md shows them whole)"
+    return format_responses_table(responses, stages) + "\n" + note + "\n\n" + format_metrics_table(stages)

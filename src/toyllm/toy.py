@@ -15,12 +15,13 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrain
 from toyllm.checkpoint import files_digest, is_finished, write_marker
 from toyllm.data import DataFolder, as_data_folder, iter_texts
 from toyllm.defaults import MAX_NEW_TOKENS
-from toyllm.generation import PUNCTUATION
+from toyllm.generation import PUNCTUATION, TYPOGRAPHIC_APOSTROPHES
 
 
 def iter_data_folder_texts(data: DataFolder | str | Path) -> Iterator[str]:
-    """All the words the pipeline will ever see: corpus, questions, answers, preference pairs, prompts, eval."""
-    for path in as_data_folder(data).files:
+    """Every word the stages train on: corpus, questions, answers, preference pairs and prompts. Not the eval file:
+    evaluation must not change what is trained (an eval word the vocabulary lacks is read as the unknown token)."""
+    for path in as_data_folder(data).training_files:
         yield from iter_texts(path)
 
 
@@ -34,11 +35,16 @@ def train_word_level_tokenizer(data: DataFolder | str | Path, toy_config_dir: st
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=special["unk_token"]))
     steps = [normalizers.Lowercase()] if spec.get("lowercase", True) else []
-    if spec.get("drop_punctuation", False):  # "Who was Alice?" reads as "who was alice", not "... alice [UNK]"
+    drop_punctuation = spec.get("drop_punctuation", False)
+    if (
+        drop_punctuation
+    ):  # "Who was Alice?" reads as "who was alice", "bear's" as one word: toyllm.generation.normalise
+        steps += [normalizers.Replace(typographic, plain) for typographic, plain in TYPOGRAPHIC_APOSTROPHES.items()]
         steps.append(normalizers.Replace(Regex(PUNCTUATION.pattern), " "))
     if steps:
         tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    # What is left after dropping punctuation is words and spaces: split on the spaces, so "bear's" stays one word.
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if drop_punctuation else pre_tokenizers.Whitespace()
     # Every word decodes with the space before it, as GPT-2's "Ġwhite" does (punctuation attaches to the word
     # before). `pipeline("text-generation")` decodes only the new tokens and appends them to the prompt, so a
     # continuation must bring its own space: "alice followed the" + " white rabbit", not "...thewhite rabbit".
@@ -88,8 +94,8 @@ def build_random_checkpoint(
 
 
 def random_fingerprint(data: DataFolder | str | Path, toy_config_dir: str | Path, seed: int) -> str:
-    """What the random stage is made of: every data file (the vocabulary), the model's spec and the seed."""
-    files = [*as_data_folder(data).files, *sorted(Path(toy_config_dir).iterdir())]
+    """What the random stage is made of: the training files (the vocabulary), the model's spec and the seed."""
+    files = [*as_data_folder(data).training_files, *sorted(Path(toy_config_dir).iterdir())]
     return files_digest(files, hashlib.sha256(f"seed={seed}".encode())).hexdigest()
 
 
