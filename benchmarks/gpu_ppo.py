@@ -26,9 +26,9 @@ from toyllm.recipes import ppo  # noqa: E402
 
 from toyllm.args import parse_recipe_args  # noqa: E402
 from toyllm.demo import run_demo  # noqa: E402
-from toyllm.model import build_random_checkpoint  # noqa: E402
 from toyllm.ppo import PPOTrainer  # noqa: E402
 from toyllm.resources import ALICE_DIR, TOY_CONFIG_DIR  # noqa: E402
+from toyllm.toy import build_random_checkpoint  # noqa: E402
 
 
 def main() -> None:

@@ -205,7 +205,7 @@ def test_chat_asks_each_line_on_its_own_by_default(micro, monkeypatch):
 
     seen = []
     monkeypatch.setattr(
-        toyllm.chat, "answer", lambda model, tokenizer, messages, *rest: seen.append(list(messages)) or "x"
+        toyllm.chat, "answer", lambda model, tokenizer, messages, *rest, **options: seen.append(list(messages)) or "x"
     )
     chat_loop(micro, stdin=io.StringIO("who did alice follow\nwho was alice\n"), stdout=io.StringIO(), system="s")
     assert [[m["content"] for m in messages] for messages in seen] == [["s", "who did alice follow"],

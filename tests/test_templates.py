@@ -60,7 +60,7 @@ def sft_rows(template: str, tmp_path: Path) -> tuple[list[dict], object, SFTConf
             "--output_dir", str(tmp_path / "sft"), *LONG]  # fmt: skip
     _, training_args, model_args = parse_recipe_args(sft.ARGUMENT_TYPES, args)
     tokenizer = load_tokenizer(model_args, eos_token=training_args.eos_token)
-    flashcards = load_data(PINOCCHIO / FILES["flashcards"], "flashcards")
+    flashcards = load_data(PINOCCHIO / FILES["sft"], "flashcards")
     (dataset,) = fit_loss_to_template(tokenizer, training_args, template, flashcards)
     model = load_causal_lm(str(base), ModelConfig(model_name_or_path=str(base)), tokenizer)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
@@ -71,7 +71,7 @@ def sft_rows(template: str, tmp_path: Path) -> tuple[list[dict], object, SFTConf
 def test_sft_loss_covers_the_answer_and_its_end_of_turn(template, tmp_path):
     rows, tokenizer, training_args = sft_rows(template, tmp_path)
     assert training_args.assistant_only_loss == (template not in COMPLETION_ONLY)
-    flashcards = read_jsonl(PINOCCHIO / FILES["flashcards"])
+    flashcards = read_jsonl(PINOCCHIO / FILES["sft"])
     assert len(rows) == len(flashcards)
     for row, card in zip(rows, flashcards):
         question, answer = card["messages"][-2]["content"], card["messages"][-1]["content"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+from transformers.integrations import integration_utils
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from toyllm.errors import UserError
 
@@ -115,7 +116,7 @@ def check_report_to(report_to: list[str], config_path: str | Path | None) -> Non
             known = ", ".join(INTEGRATION_TO_CALLBACK)
             hint = f"did you mean '{close[0]}'?" if close else f"expected none or one of {known}"
             raise UserError(f"{where}: unknown tracking backend '{name}' ({hint})")
-        if name not in get_available_reporting_integrations():
+        if name not in integration_utils.get_available_reporting_integrations():
             raise UserError(
                 f"{where}: {name} is not installed (pip install {name}, or pip install -e '.[tracking]' "
                 "for tensorboard and trackio)"
