@@ -21,7 +21,7 @@ from toyllm.errors import exit_on_user_error
 from toyllm.generation import chat_prompts
 from toyllm.launch import world_size
 from toyllm.model import context_length, load_causal_lm, load_scorer
-from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup  # TRL's PPO with its workarounds
+from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup, fill_rollout_batch  # TRL's PPO with its workarounds
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
 
@@ -58,7 +58,8 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         training_args.eval_strategy != "no",
         training_args.response_length,
     )
-    check_ppo_setup(training_args, model_args.model_name_or_path, len(train_dataset), world_size())
+    train_dataset = fill_rollout_batch(train_dataset, training_args)
+    check_ppo_setup(training_args, model_args.model_name_or_path, world_size())
 
     def tokenize(row: dict) -> dict:
         prompt = row["prompt"]

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ALICE, REPO
-from toyllm.recipes import ppo, sft
+from datasets import Dataset
 
 from toyllm.args import check_config_file, parse_recipe_args
 from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import read_rows
 from toyllm.errors import UserError
-from toyllm.ppo import check_ppo_setup
+from toyllm.ppo import check_ppo_setup, fill_rollout_batch
+from toyllm.recipes import ppo, sft
 from toyllm.toy import train_word_level_tokenizer
 
 
@@ -296,25 +297,30 @@ def test_ppo_judge_with_another_tokenizer_is_refused(demo_run, tmp_path):
     (other / "tokenizer.json").write_text(json.dumps(tokenizer))
     _, training_args, _ = ppo_args(demo_dir, "--reward_model_path", str(other))
     with pytest.raises(UserError, match=r"^reward_model_path: .* has a different tokenizer from model_name_or_path"):
-        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=1)
+        check_ppo_setup(training_args, str(demo_dir / "sft"), world_size=1)
 
 
 def test_ppo_batch_that_processes_or_mini_batches_cannot_split(demo_run):
     demo_dir, _ = demo_run
     _, training_args, _ = ppo_args(demo_dir, "--num_mini_batches", "3")
     with pytest.raises(UserError) as error:
-        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=1)
+        check_ppo_setup(training_args, str(demo_dir / "sft"), world_size=1)
     assert error.value.problems == [
         "num_mini_batches: 3 does not divide the rollout batch of 8 per process x 1 processes "
         "(per_device_train_batch_size x gradient_accumulation_steps)"
     ]
+
+
+def test_fewer_prompts_than_a_rollout_batch_are_repeated_to_fill_it(demo_run, monkeypatch):
+    """TRL's PPO draws whole rollout batches: 4 held-out questions and a batch of 8 would wait forever."""
+    demo_dir, _ = demo_run
     _, training_args, _ = ppo_args(demo_dir)
-    with pytest.raises(UserError) as error:
-        check_ppo_setup(training_args, str(demo_dir / "sft"), num_prompts=15, world_size=2)
-    assert error.value.problems == [
-        "per_device_train_batch_size: rollouts of 8 prompts per process, but 15 prompts split over 2 processes "
-        "leave 7 each; PPO would wait forever for a full batch (lower the batch or add prompts)"
-    ]
+    prompts = Dataset.from_dict({"input_ids": [[1], [2], [3], [4]]})
+    assert fill_rollout_batch(prompts, training_args)["input_ids"] == [[1], [2], [3], [4]] * 2
+    monkeypatch.setenv("WORLD_SIZE", "2")  # two processes need a batch of 8 each
+    assert len(fill_rollout_batch(prompts, training_args)) == 16
+    many = Dataset.from_dict({"input_ids": [[n] for n in range(15)]})
+    assert fill_rollout_batch(many, training_args) is many
 
 
 # As a user meets them: exit code 2, the message, no traceback.

@@ -5,6 +5,7 @@ place, and the checks PPO gets wrong silently or too late. Whoever upgrades TRL 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 # TRL 1.12 warns (TRLExperimentalWarning) on every import of `trl.experimental`, where PPO lives: we pin the last
@@ -12,12 +13,16 @@ import os
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+from datasets import concatenate_datasets  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from trl.experimental.ppo import PPOConfig  # noqa: E402, F401  (the recipe's config class, imported from here)
 from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
 from toyllm.errors import UserError  # noqa: E402
 from toyllm.generation import generate_answers, normalise  # noqa: E402
+from toyllm.launch import global_batch  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 class PPOTrainer(TRLPPOTrainer):
@@ -107,7 +112,19 @@ def rollout_threads(policy, threads: int) -> int:
     return 1 if sum(p.numel() for p in policy.parameters()) < TOY_PARAMETERS else threads
 
 
-def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_size: int) -> None:
+def fill_rollout_batch(prompts, training_args):
+    """Prompts repeated until every process has a whole rollout batch: TRL's PPO draws full batches only, and would
+    wait forever on a story with fewer prompts than one rollout (4 held-out questions, a batch of 8). A prompt then
+    appears several times in a rollout, as it would over several rollouts."""
+    needed = global_batch(training_args)
+    if len(prompts) >= needed:
+        return prompts
+    copies = -(-needed // len(prompts))
+    logger.warning(f"{len(prompts)} prompts, fewer than a rollout batch of {needed}: each is repeated {copies} times")
+    return concatenate_datasets([prompts] * copies)
+
+
+def check_ppo_setup(training_args, policy_path: str, world_size: int) -> None:
     """What TRL's PPO gets wrong silently or too late: the judge's vocabulary and the rollout batch arithmetic."""
     policy_vocab = AutoTokenizer.from_pretrained(policy_path).get_vocab()
     if AutoTokenizer.from_pretrained(training_args.reward_model_path).get_vocab() != policy_vocab:
@@ -120,10 +137,4 @@ def check_ppo_setup(training_args, policy_path: str, num_prompts: int, world_siz
         raise UserError(
             f"num_mini_batches: {training_args.num_mini_batches} does not divide the rollout batch of {per_process} "
             f"per process x {world_size} processes (per_device_train_batch_size x gradient_accumulation_steps)"
-        )
-    if num_prompts // world_size < per_process:
-        raise UserError(
-            f"per_device_train_batch_size: rollouts of {per_process} prompts per process, but {num_prompts} prompts "
-            f"split over {world_size} processes leave {num_prompts // world_size} each; PPO would wait forever for a "
-            "full batch (lower the batch or add prompts)"
         )
