@@ -16,7 +16,7 @@ from trl import ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import DataFolder, answerable, load_splits
+from toyllm.data import DataFolder, add_flashcard_prompts, answerable, load_data, load_splits
 from toyllm.errors import exit_on_user_error
 from toyllm.generation import chat_prompts
 from toyllm.launch import world_size
@@ -29,6 +29,10 @@ from toyllm.tokenizer import load_tokenizer
 @dataclass
 class PPOScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/prompts.jsonl", metadata={"help": "Prompt-only JSONL or Hub dataset id."})
+    flashcards_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Flashcards (sft.jsonl rows) whose questions the prompts lack are added to them."},
+    )
     gold_data_dir: str | None = field(
         default=None,
         metadata={"help": "A data folder whose known preferred answers are checked on the prompts during training."},
@@ -58,6 +62,9 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         training_args.eval_strategy != "no",
         training_args.response_length,
     )
+    if script_args.flashcards_dataset_name:
+        flashcards = load_data(script_args.flashcards_dataset_name, "flashcards")
+        train_dataset = add_flashcard_prompts(train_dataset, flashcards)
     train_dataset = fill_rollout_batch(train_dataset, training_args)
     check_ppo_setup(training_args, model_args.model_name_or_path, world_size())
 

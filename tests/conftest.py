@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 ALICE = REPO / "data"
 OZ = Path(__file__).resolve().parent / "data" / "oz"
 PINOCCHIO = Path(__file__).resolve().parent / "data" / "pinocchio"
-DATASETS = {"alice": ALICE, "oz": OZ, "pinocchio": PINOCCHIO}
+GOLDILOCKS = Path(__file__).resolve().parent / "data" / "goldilocks"  # written as people write, pairs for
+JACK = Path(__file__).resolve().parent / "data" / "jack"  # the held-out questions only
+DATASETS = {"alice": ALICE, "oz": OZ, "pinocchio": PINOCCHIO, "goldilocks": GOLDILOCKS, "jack": JACK}
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 

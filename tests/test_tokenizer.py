@@ -6,7 +6,7 @@ import pytest
 from conftest import DATASETS, REPO, prompt_prefix_mismatches, read_jsonl
 from transformers import AutoTokenizer
 
-from toyllm.data import DATA_FILES, iter_texts
+from toyllm.data import DataFolder, iter_texts
 from toyllm.toy import train_word_level_tokenizer
 
 TOY_CONFIG = REPO / "toy_config"
@@ -18,11 +18,11 @@ def dataset(request):
     return data_dir, train_word_level_tokenizer(data_dir, TOY_CONFIG)
 
 
-def test_every_word_of_the_data_folder_has_an_id(dataset):
+def test_every_word_of_the_training_files_has_an_id(dataset):
     data_dir, tokenizer = dataset
-    for file_name in DATA_FILES.values():
-        for text in iter_texts(data_dir / file_name):
-            assert tokenizer.unk_token_id not in tokenizer(text)["input_ids"], (file_name, text)
+    for path in DataFolder(data_dir).training_files:
+        for text in iter_texts(path):
+            assert tokenizer.unk_token_id not in tokenizer(text)["input_ids"], (path.name, text)
 
 
 def test_unknown_words_map_to_unk(dataset):

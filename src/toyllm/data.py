@@ -294,6 +294,23 @@ def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, se
     return concatenate_datasets([pairs, Dataset.from_list(added).cast(pairs.features)])
 
 
+def add_flashcard_prompts(prompts: Dataset, flashcards: Dataset) -> Dataset:
+    """PPO's prompts plus every flashcard question they do not ask: rewarded for the answers SFT taught, PPO keeps
+    them; trained on the held-out questions alone, its updates carry the trained answers away."""
+    asked = {normalise(last_content(row["prompt"])) for row in prompts}
+    added = []
+    for row in flashcards:
+        question = row["messages"][:-1] if row.get("messages") else row["prompt"]
+        if normalise(last_content(question)) not in asked:
+            asked.add(normalise(last_content(question)))
+            added.append({"prompt": as_messages(question, "user")[-1:]})
+    logger.info(f"{len(added)} flashcard questions added to the prompts")
+    if not added:
+        return prompts
+    added = [{column: row.get(column) for column in prompts.column_names} for row in added]
+    return concatenate_datasets([prompts, Dataset.from_list(added).cast(prompts.features)])
+
+
 def preference_pairs(script_args, pairs: Dataset, seed: int) -> Dataset:
     """The preference file plus what the reward and DPO recipes add to a sparse one (toyllm.args.PreferenceArguments):
     pairs for the flashcard questions it lacks, then other questions' answers as rejected."""

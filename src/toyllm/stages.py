@@ -59,6 +59,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", feedback_round=True,
+        also_reads=(("flashcards_dataset_name", "flashcards"),),  # the trained questions, kept by PPO too
         reads_folder=("gold_data_dir",),  # the labeller's verdict on its prompts, logged while it trains
         about="RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
         "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
