@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from toyllm.recipes import sft
 from transformers import AutoTokenizer
 
 from toyllm.args import parse_recipe_args
@@ -19,7 +20,6 @@ from toyllm.data import load_data
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
 from toyllm.generation import chat_prompts, greedy_answers, one_line
-from toyllm.recipes import sft
 from toyllm.toy import build_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

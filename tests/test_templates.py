@@ -14,13 +14,13 @@ import pytest
 from conftest import ALICE, PINOCCHIO, REPO, read_jsonl
 from templates import build_template_checkpoint, template_names
 from test_real_models import run_stage
+from toyllm.recipes import sft
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from toyllm.args import parse_recipe_args
 from toyllm.data import load_data
 from toyllm.errors import UserError
 from toyllm.model import load_causal_lm
-from toyllm.recipes import sft
 from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 
 TEMPLATES = template_names()

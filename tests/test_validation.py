@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import ALICE, REPO
 from datasets import Dataset
+from toyllm.recipes import ppo, sft
 
-from toyllm.args import check_config_file, parse_recipe_args
+from toyllm.args import parse_recipe_args
+from toyllm.config_checks import check_config_file
 from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import read_rows
 from toyllm.errors import UserError
 from toyllm.ppo import check_ppo_setup, fill_rollout_batch
-from toyllm.recipes import ppo, sft
 from toyllm.toy import train_word_level_tokenizer
 
 
