@@ -50,8 +50,10 @@ def test_a_story_as_people_write_it_passes_every_check(story):
 def test_a_prompt_without_a_preferred_answer_is_named_before_anything_is_written(story, tmp_path, capsys):
     write_rows(story / "prompts.jsonl", read_jsonl(story / "prompts.jsonl") + [{"prompt": "Who ate the cake?"}])
     output = tmp_path / "out"
-    assert toyllm(["demo", "--data-dir", str(story), "--output-dir", str(output)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        toyllm(["demo", "--data-dir", str(story), "--output-dir", str(output)])
     err = capsys.readouterr().err
+    assert exit_info.value.code == 2
     assert "prompts.jsonl:5: prompt: no preferred answer for 'Who ate the cake?'" in err and "Traceback" not in err
     assert not output.exists()
 
@@ -106,14 +108,18 @@ def test_a_byte_order_mark_is_read_past(story):
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_seed_out_of_range_is_one_line_and_writes_nothing(seed, tmp_path, capsys):
     output = tmp_path / "out"
-    assert toyllm(["demo", "--seed", seed, "--output-dir", str(output)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        toyllm(["demo", "--seed", seed, "--output-dir", str(output)])
+    assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: --seed: {seed}; a seed is a whole number from 0 to 2**32 - 1"
     assert not output.exists()
 
 
 def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine\n")
-    assert toyllm(["demo", "--output-dir", str(tmp_path / "taken" / "toy")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        toyllm(["demo", "--output-dir", str(tmp_path / "taken" / "toy")])
+    assert exit_info.value.code == 2
     assert "is a file; give a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "mine\n"
 

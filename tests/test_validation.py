@@ -318,10 +318,10 @@ def test_fewer_prompts_than_a_rollout_batch_are_repeated_to_fill_it(demo_run, mo
     _, training_args, _ = ppo_args(demo_dir)
     prompts = Dataset.from_dict({"input_ids": [[1], [2], [3], [4]]})
     assert fill_rollout_batch(prompts, training_args)["input_ids"] == [[1], [2], [3], [4]] * 2
-    monkeypatch.setenv("WORLD_SIZE", "2")  # two processes need a batch of 8 each
-    assert len(fill_rollout_batch(prompts, training_args)) == 16
     many = Dataset.from_dict({"input_ids": [[n] for n in range(15)]})
     assert fill_rollout_batch(many, training_args) is many
+    monkeypatch.setenv("WORLD_SIZE", "2")  # two processes need a batch of 8 each
+    assert len(fill_rollout_batch(prompts, training_args)) == 16
 
 
 # As a user meets them: exit code 2, the message, no traceback.

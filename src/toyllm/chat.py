@@ -156,8 +156,11 @@ def chat_loop(
             if text in EXIT_COMMANDS:
                 break
             if text:
-                reply = chat.reply(text, stdout if interactive else sys.stderr)
-                print(f"bot> {reply}" if interactive and not reply.startswith("(") else reply, file=stdout, flush=True)
+                reply, is_answer = chat.reply(text, stdout if interactive else sys.stderr)
+                if interactive:
+                    print(f"bot> {reply or '(nothing)'}" if is_answer else reply, file=stdout, flush=True)
+                else:  # a note goes to stderr; an answer is one line, empty or not
+                    print(reply, file=stdout if is_answer else sys.stderr, flush=True)
     except KeyboardInterrupt:
         stdout.write("\n")
     stdout.flush()
@@ -172,11 +175,11 @@ class Conversation:
         self.start = [{"role": "system", "content": system}] if system else []
         self.messages = list(self.start)
 
-    def reply(self, text: str, stdout: TextIO) -> str:
-        """What to print for a line: the bot's answer, or a note in parentheses."""
+    def reply(self, text: str, stdout: TextIO) -> tuple[str, bool]:
+        """What to print for a line, and whether it is the bot's answer (else a note in parentheses)."""
         if text == "/reset":
             self.messages = list(self.start)
-            return "(conversation forgotten)"
+            return "(conversation forgotten)", False
         warn_unknown_words(self.tokenizer, text, stdout)
         messages = self.messages if self.history else list(self.start)
         messages = fit_history(self.model, self.tokenizer, messages + [{"role": "user", "content": text}],
@@ -184,6 +187,6 @@ class Conversation:
         try:
             reply = answer(self.model, self.tokenizer, messages, **self.sampling)
         except UserError as error:
-            return f"({error.problems[0]}; try a shorter line or /reset)"
+            return f"({error.problems[0]}; try a shorter line or /reset)", False
         self.messages = messages + [{"role": "assistant", "content": reply}]
-        return reply if reply else "(nothing)"
+        return reply, True

@@ -65,7 +65,7 @@ def files_digest(paths, digest=None):
 def _input_identity(key: str, value: str) -> str:
     """What a stage's input is, independent of where it lies: a file's content, a checkpoint's own fingerprint."""
     path = Path(value)
-    if key in {"dataset_name", "ptx_dataset_name"} and path.is_file():
+    if key in {"dataset_name", "ptx_dataset_name", "flashcards_dataset_name"} and path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if key == "data_dir" and path.is_dir():  # what the vocabulary is built from: never the eval file
         return files_digest(p for p in DataFolder(path).training_files if p.is_file()).hexdigest()

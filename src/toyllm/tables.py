@@ -3,6 +3,8 @@ report."""
 
 from __future__ import annotations
 
+from toyllm.stages import split_round
+
 
 def _cell(text: str, width: int) -> str:
     text = text if text else "(nothing)"
@@ -32,7 +34,8 @@ def column_labels(stages: dict[str, dict], asked: bool = True) -> dict[str, str]
     labels = {}
     for name, stage in stages.items():
         notes = [stage["asked"]] if asked and stage.get("asked", "chat") != "chat" else []
-        notes += [stage["checkpoint"]] if stage.get("checkpoint", name) != name else []
+        base, round_number = split_round(stage.get("checkpoint", name))
+        notes += [stage["checkpoint"]] if base == name and round_number > 1 else []
         labels[name] = f"{name} ({', '.join(notes)})" if notes else name
     return labels
 
