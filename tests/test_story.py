@@ -62,7 +62,7 @@ def test_preference_tuning_raises_the_judges_score_on_held_out_questions(story, 
 
 
 # Known failures, each measured and recorded in benchmarks/RESULTS.md (section 4); strict, so a fix shows up.
-KNOWN_FAILURES = {("ppo", ("pinocchio", 2)): "PPO loses 1 of 8 trained answers to a word mixture (0.88)"}
+KNOWN_FAILURES: dict = {}  # Pinocchio 2's lost trained answer no longer happens (RESULTS.md, section 6)
 
 
 @pytest.mark.parametrize("stage", ["ppo", "dpo"])
