@@ -88,8 +88,7 @@ class DataFolder:
             )
         taught = {}
         for _, row in rows["flashcards"]:
-            messages = row.get("messages")
-            question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+            question, answer = flashcard_turns(row)
             taught.setdefault(normalise(last_content(question)), normalise(last_content(answer)))
         problems = []
         for line, row in rows["prompts"]:
@@ -116,8 +115,7 @@ class DataFolder:
         for _, row in read_rows(self.file("preference"), "preference"):
             answers.setdefault(normalise(last_content(row["prompt"])), last_content(row["chosen"]))
         for _, row in read_rows(self.file("flashcards"), "flashcards"):
-            messages = row.get("messages")
-            question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+            question, answer = flashcard_turns(row)
             answers.setdefault(normalise(last_content(question)), last_content(answer))
         return answers
 
@@ -135,6 +133,13 @@ class DataFolder:
                         if isinstance(text, str):
                             found.add(normalise(text))
         return found
+
+
+def flashcard_turns(row: dict) -> tuple:
+    """A flashcard's question and answer, in either of SFT's formats: `messages` (the last message is the answer) or
+    prompt/completion."""
+    messages = row.get("messages")
+    return (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
 
 
 def as_data_folder(value: DataFolder | str | Path) -> DataFolder:
@@ -273,8 +278,7 @@ def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, se
     asked = {normalise(last_content(row["prompt"])) for row in pairs}
     taught = {}
     for row in flashcards:
-        messages = row.get("messages")
-        question, answer = (messages[:-1], messages[-1:]) if messages else (row["prompt"], row["completion"])
+        question, answer = flashcard_turns(row)
         taught.setdefault(normalise(last_content(question)), (as_messages(question, "user")[-1:], answer))
     answers = list(dict.fromkeys([last_content(a) for _, a in taught.values()]
                                  + [last_content(row["chosen"]) for row in pairs]))  # fmt: skip
@@ -300,7 +304,7 @@ def add_flashcard_prompts(prompts: Dataset, flashcards: Dataset) -> Dataset:
     asked = {normalise(last_content(row["prompt"])) for row in prompts}
     added = []
     for row in flashcards:
-        question = row["messages"][:-1] if row.get("messages") else row["prompt"]
+        question = flashcard_turns(row)[0]
         if normalise(last_content(question)) not in asked:
             asked.add(normalise(last_content(question)))
             added.append({"prompt": as_messages(question, "user")[-1:]})
@@ -360,10 +364,7 @@ def _eval_split_problems(path: Path, eval_rows: list, sft_rows: list) -> list[st
     """An eval row's split must say the truth about the flashcards: `trained` questions are asked in sft.jsonl,
     `held_out` and `unseen` ones are not (else the story's held-out numbers would measure memory)."""
 
-    taught = {
-        normalise(last_content(r["messages"][:-1]) if "messages" in r else last_content(r["prompt"]))
-        for _, r in sft_rows
-    }
+    taught = {normalise(last_content(flashcard_turns(r)[0])) for _, r in sft_rows}
     problems = []
     for line, row in eval_rows:
         question, split = normalise(last_content(row["prompt"])), row["split"]
