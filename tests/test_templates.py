@@ -25,7 +25,7 @@ from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 
 TEMPLATES = template_names()
 # Without generation markers, and no TRL patch: these train completion-only.
-COMPLETION_ONLY = {"chatml", "inst", "llama3_1", "llama3_2", "gemma4"}
+COMPLETION_ONLY = {"chatml", "smollm2", "inst", "llama3_1", "llama3_2", "gemma4"}
 FILES = {"sft": "sft.jsonl", "reward": "preference.jsonl", "dpo": "preference.jsonl", "ppo": "prompts.jsonl"}
 LONG = ["--max_length", "2048"]  # Cohere 2's template writes a ~1,200-token system preamble into every row
 
@@ -53,14 +53,19 @@ def test_template_trains_through_every_stage(template, tmp_path, caplog):
     assert (ppo_dir / "model.safetensors").is_file()
 
 
-def sft_rows(template: str, tmp_path: Path) -> tuple[list[dict], object, SFTConfig]:
-    """The SFT rows as the trainer tokenizes them (input_ids, labels), built the way the recipe builds them."""
+def sft_rows(template: str, tmp_path: Path, as_prompt_completion: bool = False) -> tuple[list, object, SFTConfig]:
+    """The SFT rows as the trainer tokenizes them (input_ids, labels), built the way the recipe builds them, from the
+    flashcards' messages or (`as_prompt_completion`) the same flashcards as prompt/completion rows."""
     base = build_template_checkpoint(template, tmp_path / "base", PINOCCHIO)
     args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(base),
             "--output_dir", str(tmp_path / "sft"), *LONG]  # fmt: skip
     _, training_args, model_args = parse_recipe_args(sft.ARGUMENT_TYPES, args)
     tokenizer = load_tokenizer(model_args, eos_token=training_args.eos_token)
     flashcards = load_data(PINOCCHIO / FILES["sft"], "flashcards")
+    if as_prompt_completion:
+        flashcards = flashcards.map(
+            lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}, remove_columns="messages"
+        )
     (dataset,) = fit_loss_to_template(tokenizer, training_args, template, flashcards)
     model = load_causal_lm(str(base), ModelConfig(model_name_or_path=str(base)), tokenizer)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
@@ -86,6 +91,18 @@ def test_sft_loss_covers_the_answer_and_its_end_of_turn(template, tmp_path):
         assert question not in tokenizer.decode(trained)
         # masked tokens are one span: the answer turn, not scattered pieces of the prompt
         assert all(label != -100 for label in row["labels"][first : first + len(trained)])
+
+
+@pytest.mark.parametrize("row_format", ["messages", "prompt-completion"])
+def test_a_default_system_prompt_is_never_trained(row_format, tmp_path):
+    """SmolLM2's template writes its own system prompt into every chat that has none: the loss covers the answer
+    and its end of turn only, whichever format the flashcards come in."""
+    rows, tokenizer, _ = sft_rows("smollm2", tmp_path, as_prompt_completion=row_format == "prompt-completion")
+    for row, card in zip(rows, read_jsonl(PINOCCHIO / FILES["sft"])):
+        trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
+        assert "named SmolLM" in tokenizer.decode(row["input_ids"])
+        assert tokenizer.decode(trained, skip_special_tokens=True).strip() == card["messages"][-1]["content"]
+        assert trained[-2:] == [tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)["input_ids"]]
 
 
 def test_a_template_that_refuses_a_row_is_one_line_naming_it(tmp_path):

@@ -113,8 +113,8 @@ class _Parser(TrlParser):
 
 
 # Paths the shipped YAMLs name relative to a checkout; found in the installed package when not in this folder.
-SHIPPED_PATH_FIELDS = ("dataset_name", "ptx_dataset_name", "flashcards_dataset_name", "toy_config_dir", "data_dir",
-                       "gold_data_dir")  # fmt: skip
+SHIPPED_PATH_FIELDS = ("dataset_name", "ptx_dataset_name", "flashcards_dataset_name", "replay_prompts_dataset_name",
+                       "toy_config_dir", "data_dir", "gold_data_dir")  # fmt: skip
 
 
 def parse_recipe_args(dataclass_types: tuple, args: list[str] | None = None) -> tuple:

@@ -9,6 +9,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from toyllm.launch import world_size
+from toyllm.model_source import describe_source
 from toyllm.stages import PIPELINE_TAG, TABLE, StageTable
 
 SECRET_ARGS = ("--hub_token", "--token")
@@ -44,16 +45,18 @@ def write_model_card(
     metrics: dict | None = None,
     model_name: str | None = None,
     table: StageTable = TABLE,
+    source: dict | None = None,
 ) -> ModelCard:
     """The checkpoint's README.md: the stage's sentence from the table, its trainer, where it started, its data, the
-    command that made it and its final metrics; tagged by what the stage saves (a chat model or a scorer)."""
+    command that made it and its final metrics; tagged by what the stage saves (a chat model or a scorer). `source`
+    (toyllm.model_source) names the model the weights first came from, a GGUF file's, and gives the licence."""
     row = table.stage_of(stage)
     pipeline_tag = PIPELINE_TAG[row.saves if row else "causal-lm"]
     data = ModelCardData(
         base_model=base_model if base_model and not Path(base_model).exists() else None,
         datasets=[dataset] if dataset and not Path(dataset).exists() else None,
         library_name="transformers",
-        license="apache-2.0",
+        license=(source or {}).get("license") or "apache-2.0",
         pipeline_tag=pipeline_tag,
         tags=["toyllm", stage, trainer_name.lower()],
         model_name=model_name or Path(output_dir).name,
@@ -70,6 +73,7 @@ def write_model_card(
         f"- trained with: `{trainer_name}`",
         f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",
         f"- data: `{dataset}`" if dataset else "",
+        f"- source model: {describe_source(source)}" if source else "",
     ]
     if command:
         lines += ["", "## How it was made", "", "```bash", command, "```"]

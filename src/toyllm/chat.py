@@ -15,15 +15,17 @@ from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
 from toyllm.generation import chat_prompts
 from toyllm.model import load_weights
+from toyllm.model_source import is_gguf, model_folder
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 
 
 def load_chat_model(path: str | Path):
-    """A causal-LM checkpoint folder and its tokenizer, which must carry a chat template."""
-    if not Path(path).is_dir():
-        raise UserError(f"{path}: no such checkpoint folder")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    """A causal-LM checkpoint (a folder, a LoRA adapter folder or a GGUF file) and its tokenizer, which must carry a
+    chat template."""
+    if not (Path(path).is_dir() or is_gguf(path) and Path(path).is_file()):
+        raise UserError(f"{path}: no such checkpoint folder or GGUF file")
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
     if not tokenizer.chat_template:
         raise UserError(f"{path}: the tokenizer has no chat template; train it with a recipe (SFT) first")
     model = load_weights(AutoModelForCausalLM, path).eval()

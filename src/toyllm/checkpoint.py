@@ -26,6 +26,7 @@ from toyllm.errors import UserError
 from toyllm.files import atomic_write_text
 from toyllm.hub import push_folder
 from toyllm.launch import global_batch, world_size
+from toyllm.model_source import carry_source, model_folder
 from toyllm.resume import check_resume_source
 from toyllm.stages import STAGE
 
@@ -65,7 +66,9 @@ def files_digest(paths, digest=None):
 def _input_identity(key: str, value: str) -> str:
     """What a stage's input is, independent of where it lies: a file's content, a checkpoint's own fingerprint."""
     path = Path(value)
-    if key in {"dataset_name", "ptx_dataset_name", "flashcards_dataset_name"} and path.is_file():
+    if key in {"dataset_name", "ptx_dataset_name", "flashcards_dataset_name", "replay_prompts_dataset_name"} and (
+        path.is_file()
+    ):
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if key == "data_dir" and path.is_dir():  # what the vocabulary is built from: never the eval file
         return files_digest(p for p in DataFolder(path).training_files if p.is_file()).hexdigest()
@@ -183,6 +186,7 @@ def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str |
             model.generation_config.save_pretrained(scratch)  # a LoRA adapter's save leaves it out
         history = trainer.state.log_history
         final_loss = next((log["train_loss"] for log in reversed(history) if "train_loss" in log), None)
+        source = carry_source(model_folder(base_model) if base_model else None, scratch)
         write_model_card(
             scratch,
             stage=stage,
@@ -192,6 +196,7 @@ def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str |
             command=recipe_command(),
             metrics={"train_loss": final_loss} if final_loss is not None else None,
             model_name=output_dir.name,
+            source=source,
         )
         for item in scratch.iterdir():
             target = output_dir / item.name

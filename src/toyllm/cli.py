@@ -18,7 +18,15 @@ from toyllm.stages import RECIPES
 def run_demo(args: argparse.Namespace) -> None:
     from toyllm.demo import run_demo
 
-    run_demo(args.data_dir, args.output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds)
+    output_dir = args.output_dir or ("outputs/toy" if args.model is None else f"outputs/{model_name(args.model)}")
+    run_demo(args.data_dir, output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds,
+             model=args.model)  # fmt: skip
+
+
+def model_name(model: str) -> str:
+    """A run folder's name for a model: `SmolLM2-135M-Instruct.Q4_1` for a GGUF file, the last part of a path or id."""
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
 def run_label(args: argparse.Namespace) -> None:
@@ -127,7 +135,17 @@ def _add_demo(commands) -> None:
         default=None,
         help="folder holding the five JSONL files (default: the Alice story shipped with toyllm, data/ in a checkout)",
     )
-    demo.add_argument("--output-dir", default="outputs/toy", help="where checkpoints and the report go")
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="a real instruct model, a folder, Hub id or .gguf file (make real-model fetches one): instruct → SFT → "
+        "reward → PPO → DPO with recipes/smollm2-135m/, LoRA adapters throughout",
+    )
+    demo.add_argument(
+        "--output-dir",
+        default=None,
+        help="where checkpoints and the report go (default: outputs/toy, or outputs/<model's name> with --model)",
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace checkpoints made from another config or data")
     demo.add_argument(
@@ -180,7 +198,8 @@ def _add_push(commands) -> None:
 
 
 def _sampling_flags(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--model", required=True, help="checkpoint folder with a chat template (outputs/toy/dpo)")
+    command.add_argument("--model", required=True, help="checkpoint folder with a chat template (outputs/toy/dpo), "
+                         "a LoRA adapter folder, or a .gguf file")  # fmt: skip
     command.add_argument("--max-new-tokens", type=positive_int, default=CHAT_MAX_NEW_TOKENS,
                          help=f"longest answer in tokens (default: {CHAT_MAX_NEW_TOKENS})")  # fmt: skip
     command.add_argument("--do-sample", action="store_true", help="sample instead of answering greedily")

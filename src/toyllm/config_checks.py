@@ -100,7 +100,11 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def check_model_path(key: str, name: str | None) -> None:
-    if name and looks_like_local_path(name) and not Path(name).expanduser().is_dir():
+    """A local model is a folder, or one GGUF file (toyllm.model_source)."""
+    if name and str(name).lower().endswith(".gguf"):
+        if not Path(name).expanduser().is_file():
+            raise UserError(f"{key}: {name}: no such GGUF file (make real-model fetches SmolLM2-135M-Instruct's)")
+    elif name and looks_like_local_path(name) and not Path(name).expanduser().is_dir():
         raise UserError(f"{key}: {name} does not exist (train the stage that writes it first, or fix the path)")
 
 

@@ -1,4 +1,5 @@
-"""`toyllm demo`: the whole chain, random → pretrain → SFT → reward → PPO → DPO, then the model's-evolution table.
+"""`toyllm demo`: the whole chain, random → pretrain → SFT → reward → PPO → DPO, then the model's-evolution table;
+with `--model`, a real instruct model's chain, instruct → SFT → reward → PPO → DPO (the practitioner's path).
 
 Each stage runs the recipe's own `main()` with the recipe's own YAML, overriding only paths and the seed, so the demo
 is the recipes, not a second implementation of them. The steps, their arguments and the columns of the tables all
@@ -26,15 +27,63 @@ from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.data import DataFolder, as_data_folder
 from toyllm.data_checks import check_against_tokenizer, unknown_words
-from toyllm.defaults import FEEDBACK_ROUNDS
+from toyllm.defaults import (
+    CHAT_MAX_NEW_TOKENS,
+    EVAL_SAMPLES,
+    FEEDBACK_ROUNDS,
+    LABEL_SAMPLES,
+    MAX_NEW_TOKENS,
+    REAL_MODEL_EVAL_SAMPLES,
+    REAL_MODEL_JUDGE_PAIRS,
+    REAL_MODEL_LABEL_SAMPLES,
+)
 from toyllm.errors import UserError
 from toyllm.feedback import feedback_paths, label_round
+from toyllm.instruct import build_instruct_stage, model_fingerprint
 from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
-from toyllm.stages import TABLE, StageTable, round_name, split_round
+from toyllm.stages import REAL_MODEL_TABLE, TABLE, StageTable, round_name, split_round
 from toyllm.toy import build_random_stage, random_fingerprint
 
 LOCK_FILE = ".toyllm_demo.lock"
+REAL_MODEL_RECIPES = RECIPES_DIR / "smollm2-135m"  # sized for a ~100M-parameter instruct model on a CPU
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What the demo runs: the toy's chain, or a real instruct model's (`model`), each with its stage table, the
+    folder of its stages' YAMLs, and how its models are asked (samples per question, answer length, and the
+    retention questions a real model should still answer after fine-tuning)."""
+
+    table: StageTable
+    recipes: Path
+    model: str | None = None  # a folder, a Hub id or a GGUF file; None: the toy, built from the story
+    retention_file: Path | None = None
+    eval_samples: int = EVAL_SAMPLES
+    label_samples: int = LABEL_SAMPLES
+    max_new_tokens: int = MAX_NEW_TOKENS
+    judge_pairs: int | None = None  # pairs the judge's accuracy is measured on (None: all)
+
+    @property
+    def asking(self) -> dict:
+        """evaluate_checkpoints' arguments for this chain."""
+        return {"samples": self.eval_samples, "max_new_tokens": self.max_new_tokens, "judge_pairs": self.judge_pairs}
+
+
+TOY = Chain(TABLE, RECIPES_DIR / "toy")
+
+
+def real_model_chain(model: str) -> Chain:
+    return Chain(
+        REAL_MODEL_TABLE,
+        REAL_MODEL_RECIPES,
+        model,
+        retention_file=REAL_MODEL_RECIPES / "retention.jsonl",
+        eval_samples=REAL_MODEL_EVAL_SAMPLES,
+        label_samples=REAL_MODEL_LABEL_SAMPLES,
+        max_new_tokens=CHAT_MAX_NEW_TOKENS,
+        judge_pairs=REAL_MODEL_JUDGE_PAIRS,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,25 +125,31 @@ def demo_steps(rounds: int, table: StageTable = TABLE) -> list[Step]:
 
 
 def stage_overrides(
-    step: Step | str, data: DataFolder | str | Path, output_dir: Path, seed: int, table: StageTable = TABLE
+    step: Step | str,
+    data: DataFolder | str | Path,
+    output_dir: Path,
+    seed: int,
+    table: StageTable | None = None,
+    chain: Chain = TOY,
 ) -> list[str]:
-    """Command-line overrides that point a toy recipe at this run's data, seed and output folders. A feedback round's
-    judge (`reward-2`) trains on the human pairs plus the feedback so far; its policy (`ppo-2`) is scored by it."""
-    step, data = Step.named(step) if isinstance(step, str) else step, as_data_folder(data)
+    """Command-line overrides that point a chain's recipe YAML at this run's data, seed and output folders. A
+    feedback round's judge (`reward-2`) trains on the human pairs plus the feedback so far; its policy (`ppo-2`) is
+    scored by it. `table` replaces the chain's own."""
+    step, data, table = Step.named(step) if isinstance(step, str) else step, as_data_folder(data), table or chain.table
     row = table[step.stage]
     dataset = data.file(row.data)
     if step.round > 1 and row.data == "preference":
         dataset = feedback_paths(output_dir, step.round - 1)[1]
     args = [
-        "--config", str(RECIPES_DIR / "toy" / f"{row.recipe}.yaml"),
+        "--config", str(chain.recipes / f"{row.recipe}.yaml"),
         "--model_name_or_path", str(output_dir / row.starts_from),
         "--dataset_name", str(dataset),
         "--output_dir", str(output_dir / step.name),
         "--seed", str(seed),
         "--disable_tqdm", "true",  # the demo prints one line per stage; the stage's log keeps the loss lines
     ]  # fmt: skip
-    if table[row.starts_from].recipe is None:  # the random checkpoint is built (and timed) as a stage of its own
-        args += ["--from_scratch", "false"]
+    if table[row.starts_from].recipe is None and chain.model is None:  # the random checkpoint is built (and timed)
+        args += ["--from_scratch", "false"]  # as a stage of its own
     if row.judge:
         args += ["--reward_model_path", str(output_dir / round_name(row.judge, step.round))]
     for flag in row.reads_folder:
@@ -105,12 +160,12 @@ def stage_overrides(
 
 
 def recipe_args(
-    step: Step | str, data: DataFolder | str | Path, output_dir: Path, seed: int, overwrite: bool
+    step: Step | str, data: DataFolder | str | Path, output_dir: Path, seed: int, overwrite: bool, chain: Chain = TOY
 ) -> tuple:
     """The recipe module of a train step, and its arguments parsed as the recipe parses them."""
     step = Step.named(step) if isinstance(step, str) else step
-    recipe = importlib.import_module(f"toyllm.recipes.{TABLE[step.stage].recipe}")
-    overrides = stage_overrides(step, data, output_dir, seed) + ["--overwrite", str(overwrite)]
+    recipe = importlib.import_module(f"toyllm.recipes.{chain.table[step.stage].recipe}")
+    overrides = stage_overrides(step, data, output_dir, seed, chain=chain) + ["--overwrite", str(overwrite)]
     return recipe, parse_recipe_args(recipe.ARGUMENT_TYPES, overrides)
 
 
@@ -133,8 +188,8 @@ def progress(message: str) -> None:
 class DemoRun:
     """One run of the demo: its data, output folder and seed, and the seconds each step took."""
 
-    def __init__(self, data: DataFolder, output_dir: Path, seed: int, overwrite: bool):
-        self.data, self.output_dir, self.seed, self.overwrite = data, output_dir, seed, overwrite
+    def __init__(self, data: DataFolder, output_dir: Path, seed: int, overwrite: bool, chain: Chain = TOY):
+        self.data, self.output_dir, self.seed, self.overwrite, self.chain = data, output_dir, seed, overwrite, chain
         self.log_dir = output_dir / "logs"
         self.seconds: dict[str, float] = {}
 
@@ -142,17 +197,19 @@ class DemoRun:
         policy = round_name(step.stage, step.round)
         progress(f"{header} ... (simulated labeller: {policy}'s answers)")
         start = time.perf_counter()
-        label_round(self.output_dir / policy, self.data, step.round, self.output_dir, seed=self.seed,
-                    overwrite=self.overwrite)  # fmt: skip
+        label_round(self.output_dir / policy, self.data, step.round, self.output_dir, self.chain.label_samples,
+                    self.seed, self.overwrite, self.chain.max_new_tokens)  # fmt: skip
         self.seconds[step.name] = round(time.perf_counter() - start, 2)
 
     def build_or_train(self, step: Step, header: str) -> None:
         """Run the step unless its folder already holds this very stage; its output goes to its log file."""
         folder = self.output_dir / step.name
-        if step.action == "build":
+        if step.action == "build" and self.chain.model is not None:
+            fingerprint = model_fingerprint(self.chain.model)
+        elif step.action == "build":
             fingerprint = random_fingerprint(self.data, TOY_CONFIG_DIR, self.seed)
         else:
-            recipe, args = recipe_args(step, self.data, self.output_dir, self.seed, self.overwrite)
+            recipe, args = recipe_args(step, self.data, self.output_dir, self.seed, self.overwrite, self.chain)
             fingerprint = stage_fingerprint(*args)
         if is_finished(folder, fingerprint, self.overwrite):
             self.seconds[step.name] = 0.0
@@ -163,7 +220,9 @@ class DemoRun:
         log_path = self.log_dir / f"{step.name}.log"
         with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             with _library_logs_to(log):
-                if step.action == "build":
+                if step.action == "build" and self.chain.model is not None:
+                    build_instruct_stage(self.chain.model, folder, step.stage, self.overwrite)
+                elif step.action == "build":
                     build_random_stage(self.data, TOY_CONFIG_DIR, folder, self.seed, self.overwrite)
                 else:
                     recipe.main(*args)
@@ -177,8 +236,10 @@ def run_demo(
     seed: int = 0,
     overwrite: bool = False,
     feedback_rounds: int = FEEDBACK_ROUNDS,
+    model: str | None = None,
 ) -> dict:
-    """Run every stage not already complete for this config and data, then evaluate and report."""
+    """Run every stage not already complete for this config and data, then evaluate and report. `model`, an instruct
+    model (a folder, a Hub id or a GGUF file), runs its chain instead of the toy's."""
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
     if not 0 <= seed < 2**32:
@@ -187,7 +248,7 @@ def run_demo(
     rows = data.check()  # every file checked before anything is written
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    run = DemoRun(data, output_dir, seed, overwrite)
+    run = DemoRun(data, output_dir, seed, overwrite, TOY if model is None else real_model_chain(model))
     with output_folder_lock(output_dir):
         return run_steps(run, rows, feedback_rounds)
 
@@ -221,7 +282,7 @@ def output_folder_lock(output_dir: Path):
 def run_steps(run: DemoRun, rows: dict, feedback_rounds: int) -> dict:
     """Every step of the demo in order, then the evaluation."""
     data, output_dir = run.data, run.output_dir
-    steps = demo_steps(feedback_rounds)
+    steps = demo_steps(feedback_rounds, run.chain.table)
     total = len(steps) + 1
     for number, step in enumerate(steps, start=1):
         header = f"[{number}/{total}] {step.name:<8}"
@@ -252,8 +313,9 @@ def last_checkpoints(output_dir: Path, rounds: int, table: StageTable = TABLE) -
     return {name: output_dir / round_name(name, rounds if name in table.feedback_round else 1) for name in table}
 
 
-def evaluate_run(run: DemoRun, rounds: int, table: StageTable = TABLE) -> dict:
+def evaluate_run(run: DemoRun, rounds: int) -> dict:
     """Every policy evaluated and scored by the last round's judge (the best informed), the tables printed."""
+    table = run.chain.table
     last = last_checkpoints(run.output_dir, rounds, table)
     with open(run.log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
         metrics, comparison, report = evaluate_and_report(
@@ -266,6 +328,9 @@ def evaluate_run(run: DemoRun, rounds: int, table: StageTable = TABLE) -> dict:
             asked={stage: table[stage].asked for stage in table.policies},
             rounds=rounds,
             data=run.data,
+            table=table,
+            retention_file=run.chain.retention_file,
+            **run.chain.asking,
         )
     progress("")
     progress(comparison)

@@ -24,6 +24,7 @@ from toyllm.generation import (
     text_prompts,
 )
 from toyllm.model import load_weights
+from toyllm.model_source import model_folder
 
 
 @torch.no_grad()
@@ -112,45 +113,65 @@ class Judge:
 
     def __init__(self, path: str | Path):
         self.model = load_weights(AutoModelForSequenceClassification, path).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
 
     def scores(self, questions: list[str], answers: list[str]) -> list[float]:
         return judge_scores(self.model, self.tokenizer, questions, answers)
 
-    def accuracy_by_split(self, data: DataFolder, rows: list[dict]) -> dict:
+    def accuracy_by_split(self, data: DataFolder, rows: list[dict], max_pairs: int | None = None) -> dict:
+        """Measured on every pair, or on `max_pairs` spread evenly over the file (a real model scores ~8 pairs a
+        second on a CPU)."""
         pairs = load_data(data.file("preference"), "preference").to_list()
+        if max_pairs is not None and len(pairs) > max_pairs:
+            pairs = [pairs[i * len(pairs) // max_pairs] for i in range(max_pairs)]
         split_of = {r["prompt"]: r["split"] for r in rows}
         return {"pairwise_accuracy": judge_accuracy_by_split(self.model, self.tokenizer, pairs, split_of)}
 
 
-def ask(model, tokenizer, questions: list[str], how: str) -> list[str]:
+def ask(model, tokenizer, questions: list[str], how: str, max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """Each stage asked as it is meant to be: "chat" (greedy, in its chat template), "text" (the question as plain
     text, continued greedily for at least one word, as a base model is tried) or "text, sampled" (plain text, seeded
     sampling at temperature 1: a random model's greedy output is one word repeated)."""
     if how == "chat":
-        return greedy_answers(model, tokenizer, questions)
+        return greedy_answers(model, tokenizer, questions, max_new_tokens)
     set_seed(0)
     # A base model continues text; asked to, it writes at least one word (the completer would often end at once the
     # "sentence" a question looks like).
     prompts = text_prompts(tokenizer, questions)
-    return generate_answers(model, tokenizer, prompts, do_sample="sampled" in how, min_new_tokens=1)
+    return generate_answers(model, tokenizer, prompts, max_new_tokens, do_sample="sampled" in how, min_new_tokens=1)
 
 
-def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, samples, sentences) -> dict:
+RETENTION = "retention"  # general questions a real instruct model answers before fine-tuning: what it kept
+
+
+def contains(answer: str, reference: str) -> bool:
+    """Whether the reference's words appear together in the answer ("paris" in "The capital is Paris.")."""
+    return f" {normalise(reference)} " in f" {normalise(answer)} "
+
+
+def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, samples, sentences, samples_per_row) -> dict:
     """Per eval split: exact match, the judge's mean score, the reference's log-probability, the sampling hit rate
-    and the well-formed share (answers compared after `normalise`)."""
+    and the well-formed share (answers compared after `normalise`). The `retention` split, general questions a
+    long answer may answer well, is scored by whether the answer contains the reference (`contains`)."""
     references = [normalise(r["reference"]) for r in rows]
     by_split: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_split.setdefault(row["split"], []).append(i)
     metrics = {}
     for split, idx in by_split.items():
-        metric = {"exact_match": sum(normalise(answers[i]) == references[i] for i in idx) / len(idx)}
+        if split == RETENTION:
+            metric = {"contains": sum(contains(answers[i], rows[i]["reference"]) for i in idx) / len(idx)}
+        else:
+            metric = {"exact_match": sum(normalise(answers[i]) == references[i] for i in idx) / len(idx)}
         if scores is not None:
             metric["mean_reward"] = sum(scores[i] for i in idx) / len(idx)
+        if split == RETENTION:
+            metrics[split] = metric
+            continue
         metric["reference_logprob"] = sum(logprobs[i] for i in idx) / len(idx)
-        hits = [normalise(samples[i * EVAL_SAMPLES + k]) == references[i] for i in idx for k in range(EVAL_SAMPLES)]
-        metric["sampled_exact"] = sum(hits) / len(hits)
+        hits = [normalise(samples[i * samples_per_row + k]) == references[i] for i in idx
+                for k in range(samples_per_row)]  # fmt: skip
+        metric["sampled_exact"] = sum(hits) / len(hits) if hits else 0.0
         if sentences is not None:
             metric["well_formed"] = sum(normalise(answers[i]) in sentences for i in idx) / len(idx)
         metrics[split] = metric
@@ -163,34 +184,53 @@ def evaluate_checkpoints(
     reward_model_dir: str | Path | None,
     asked: dict[str, str] | None = None,
     data: DataFolder | None = None,
+    retention_file: str | Path | None = None,
+    samples: int = EVAL_SAMPLES,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    judge_pairs: int | None = None,
 ) -> tuple[dict, list[dict], list[dict], dict]:
     """metrics.json's `stages`, `responses` (each stage's answers), `continuations` (plain text continued) and
     `judge` (its pairwise accuracy on the data folder's preference pairs) for any causal-LM checkpoints.
 
     `asked` says how each checkpoint is asked (see `ask`; "chat" by default). `data`, the story's folder, gives the
     sentences of the well-formed gauge and the pairs of the judge's accuracy; without it they are left out.
+    `retention_file` adds its rows (split `retention`) to the eval file's. `samples` answers per question are drawn
+    for the sampling hit rate, and answers are up to `max_new_tokens` long; `judge_pairs` caps the pairs the judge's
+    accuracy is measured on (0: not measured).
     """
     asked = asked or {}
     rows = load_data(eval_file, "eval").to_list()
+    if retention_file is not None:
+        rows += load_data(retention_file, "eval").to_list()
     questions = [r["prompt"] for r in rows]
+    story = [i for i, r in enumerate(rows) if r["split"] != RETENTION]  # sampled and scored against the story
     responses = [{"prompt": r["prompt"], "split": r["split"], "reference": r["reference"]} for r in rows]
-    continuations = [{"text": text} for text in text_openings(rows)]
+    continuations = [{"text": text} for text in text_openings([rows[i] for i in story])]
     sentences = data.sentences() if data is not None else None
     judge = Judge(reward_model_dir) if reward_model_dir is not None else None
-    judge_metrics = judge.accuracy_by_split(data, rows) if judge is not None and data is not None else {}
+    measure_judge = judge is not None and data is not None and judge_pairs != 0
+    judge_metrics = judge.accuracy_by_split(data, rows, judge_pairs) if measure_judge else {}
     stages: dict[str, dict] = {}
     for name, path in checkpoints.items():
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
         model = load_weights(AutoModelForCausalLM, path).eval()
         how = asked.get(name, "chat")
-        answers = ask(model, tokenizer, questions, how)
+        answers = ask(model, tokenizer, questions, how, max_new_tokens)
         scores = judge.scores(questions, answers) if judge is not None else None
-        logprobs = reference_logprobs(model, tokenizer, questions, [one_line(r["reference"]) for r in rows])
+        story_logprobs = reference_logprobs(
+            model, tokenizer, [questions[i] for i in story], [one_line(rows[i]["reference"]) for i in story]
+        )
+        logprobs = [0.0] * len(rows)  # the retention split reports no log-probability
+        for i, value in zip(story, story_logprobs):
+            logprobs[i] = value
         set_seed(0)
-        samples = sampled_answers(model, tokenizer, questions, EVAL_SAMPLES)
-        stage: dict = {"perplexity": perplexity(model, tokenizer, [r["reference"] for r in rows]), "asked": how,
-                       "checkpoint": Path(path).name}  # fmt: skip
-        stages[name] = stage | split_metrics(rows, answers, scores, logprobs, samples, sentences)
+        drawn = sampled_answers(model, tokenizer, [questions[i] for i in story], samples, max_new_tokens)
+        samples_by_row = [""] * (len(rows) * samples)
+        for n, i in enumerate(story):
+            samples_by_row[i * samples : (i + 1) * samples] = drawn[n * samples : (n + 1) * samples]
+        stage: dict = {"perplexity": perplexity(model, tokenizer, [rows[i]["reference"] for i in story]),
+                       "asked": how, "checkpoint": Path(path).name}  # fmt: skip
+        stages[name] = stage | split_metrics(rows, answers, scores, logprobs, samples_by_row, sentences, samples)
         for response, answer in zip(responses, answers):
             response[name] = answer
         for row, text in zip(continuations, continue_texts(model, tokenizer, [c["text"] for c in continuations])):

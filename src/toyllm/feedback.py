@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from toyllm.checkpoint import read_marker
 from toyllm.data import DataFolder, answerable, as_data_folder, load_data
-from toyllm.defaults import LABEL_SAMPLES
+from toyllm.defaults import LABEL_SAMPLES, MAX_NEW_TOKENS
 from toyllm.errors import UserError
 from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
 from toyllm.files import atomic_write_text
@@ -41,6 +41,7 @@ def label_round(
     samples: int = LABEL_SAMPLES,
     seed: int = 0,
     overwrite: bool = False,
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> tuple[Path, Path]:
     """Sample the policy's answers to the PPO prompts, label them, write round n's pairs and round n + 1's judge file.
 
@@ -54,12 +55,14 @@ def label_round(
         raise UserError(f"{missing[0]}: not found; the judge learns from every round so far, so label them in order")
     source = {"policy": (read_marker(policy_dir) or {}).get("fingerprint", str(policy_dir)), "samples": samples,
               "seed": seed}  # fmt: skip
+    if max_new_tokens != MAX_NEW_TOKENS:
+        source["max_new_tokens"] = max_new_tokens
     meta_path = pairs_path.with_suffix(".json")
     kept = json.loads(meta_path.read_text()) if pairs_path.is_file() and meta_path.is_file() else None
     if pairs_path.is_file() and kept != source and not overwrite:
         raise UserError(f"{pairs_path}: labelled from another policy; pass --overwrite to label this one anew")
     if kept != source:
-        rows = labelled_pairs(policy_dir, data, samples, seed + round_number)
+        rows = labelled_pairs(policy_dir, data, samples, seed + round_number, max_new_tokens)
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(pairs_path, "".join(json.dumps(row) + "\n" for row in rows))
         atomic_write_text(meta_path, json.dumps(source) + "\n")
@@ -71,7 +74,9 @@ def label_round(
     return pairs_path, judge_path
 
 
-def labelled_pairs(policy_dir: str | Path, data: DataFolder, samples: int, seed: int) -> list[dict]:
+def labelled_pairs(
+    policy_dir: str | Path, data: DataFolder, samples: int, seed: int, max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[dict]:
     """The simulated labeller: for each PPO prompt with a known preferred answer, that answer is chosen over every
     distinct sampled answer that differs from it (after `normalise`)."""
     prompt_rows = load_data(data.file("prompts"), "prompts").to_list()
@@ -82,7 +87,7 @@ def labelled_pairs(policy_dir: str | Path, data: DataFolder, samples: int, seed:
     model = load_weights(AutoModelForCausalLM, policy_dir).eval()
     set_seed(seed)
     with torch.no_grad():
-        sampled = sampled_answers(model, tokenizer, [q for q, _ in known], samples)
+        sampled = sampled_answers(model, tokenizer, [q for q, _ in known], samples, max_new_tokens)
     rows = []
     for i, (question, preferred) in enumerate(known):
         for answer in dict.fromkeys(sampled[i * samples : (i + 1) * samples]):
@@ -100,16 +105,18 @@ def round_metrics(
     judge_dir: Path,
     evaluated: dict[Path, dict] | None = None,
     table: StageTable = TABLE,
+    **asking,
 ) -> list[dict]:
     """Per feedback round: how well that round's judge ranks the labeller's verdicts on its own policy's answers (the
     new feedback), and that policy's held-out exact match, judge score (by `judge_dir`) and well-formed share.
     `evaluated` holds checkpoints already measured against the same judge (the last round's policy): not measured
-    again.
+    again. `asking` is evaluate_checkpoints' (samples, max_new_tokens), as the last round was measured.
     """
     evaluated = evaluated or {}
     policies = [Path(output_dir) / round_name(table.round_policy, n) for n in range(1, rounds + 1)]
     missing = {str(path): path for path in policies if path not in evaluated}
-    measured = evaluate_checkpoints(missing, data.file("eval"), judge_dir, data=data)[0] if missing else {}
+    asking = asking | {"judge_pairs": 0}  # the judge's accuracy on the human pairs is the report's, measured once
+    measured = evaluate_checkpoints(missing, data.file("eval"), judge_dir, data=data, **asking)[0] if missing else {}
     rows = []
     for n, policy in enumerate(policies, start=1):
         stage = evaluated.get(policy) or measured[str(policy)]

@@ -53,8 +53,23 @@ def generate_answers(
 ) -> list[str]:
     """What the model writes after each prompt (greedy unless `do_sample=True`), special tokens stripped; with
     `samples` > 1, that many answers per prompt, prompt after prompt."""
+    answers = generate_ids(model, tokenizer, [p for p in prompts for _ in range(samples)], max_new_tokens, **sampling)
+    return [one_line(text) for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
+
+
+@torch.no_grad()
+def finished_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[str | None]:
+    """The model's greedy answer to each prompt, or None where it did not end (no EOS) within `max_new_tokens`."""
+    answers = generate_ids(model, tokenizer, prompts, max_new_tokens)
+    ended = (answers == tokenizer.eos_token_id).any(dim=1).tolist()
+    texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
+    return [text.strip() if done else None for text, done in zip(texts, ended)]
+
+
+def generate_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, **sampling) -> torch.Tensor:
+    """The new token ids `generate` writes after each prompt (padded after an answer's end)."""
     # Left padding, so every answer starts at the same index; generate() derives position ids from the mask.
-    input_ids, attention_mask = pad(tokenizer, [p for p in prompts for _ in range(samples)], "left")
+    input_ids, attention_mask = pad(tokenizer, prompts, "left")
     room = model.config.max_position_embeddings - input_ids.shape[1]
     output = model.generate(
         input_ids=input_ids.to(model.device),
@@ -65,8 +80,7 @@ def generate_answers(
         pad_token_id=tokenizer.pad_token_id,
         **sampling,
     )
-    answers = output[:, input_ids.shape[1] :]
-    return [one_line(text) for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
+    return output[:, input_ids.shape[1] :]
 
 
 def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
@@ -74,7 +88,12 @@ def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int =
     return generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), max_new_tokens)
 
 
-def sampled_answers(model, tokenizer, questions: list[str], samples: int) -> list[str]:
+def sampled_answers(
+    model, tokenizer, questions: list[str], samples: int, max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[str]:
     """`samples` chat answers per question drawn from the model's full distribution (what PPO can reach), question
     after question; seed first for repeatable draws."""
-    return generate_answers(model, tokenizer, chat_prompts(tokenizer, questions), samples=samples, **FULL_DISTRIBUTION)
+    if not questions or samples < 1:
+        return []
+    prompts = chat_prompts(tokenizer, questions)
+    return generate_answers(model, tokenizer, prompts, max_new_tokens, samples=samples, **FULL_DISTRIBUTION)

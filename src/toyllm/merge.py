@@ -12,10 +12,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
-from transformers import AutoTokenizer
+from peft import PeftConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from toyllm.errors import UserError
+from toyllm.model import load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     """Base weights + adapter → one full checkpoint in `output_dir`, with the adapter's tokenizer and chat template.
 
     A causal-LM adapter (SFT, PPO, DPO) gives an `AutoModelForCausalLM` checkpoint; a `SEQ_CLS` adapter (the reward
-    model, whose score head was saved whole) gives a one-label `AutoModelForSequenceClassification`.
+    model, whose score head was saved whole) gives a one-label `AutoModelForSequenceClassification`. The base is
+    loaded as every stage loads an adapter (toyllm.model.load_adapter): itself an adapter or a GGUF file if need be,
+    with the rows of the adapter's tokenizer before the adapter is applied.
     """
     adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -34,13 +37,9 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     config = PeftConfig.from_pretrained(adapter_dir)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     if config.task_type == "SEQ_CLS":
-        model = AutoPeftModelForSequenceClassification.from_pretrained(
-            adapter_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype="auto"
-        )
+        merged = load_weights(AutoModelForSequenceClassification, adapter_dir, num_labels=1, dtype="auto")
     else:
-        # Resizes the base's embeddings first when the adapter's tokenizer gained tokens (a pad, ChatML tokens).
-        model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype="auto")
-    merged = model.merge_and_unload()
+        merged = load_weights(AutoModelForCausalLM, adapter_dir, dtype="auto")
     merged.config.pad_token_id = tokenizer.pad_token_id
     merged.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)  # with its chat template

@@ -7,9 +7,12 @@ import logging
 from pathlib import Path
 
 import torch
+from peft import PeftConfig, PeftModel
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -17,6 +20,7 @@ from transformers import (
 from trl import ModelConfig, get_quantization_config
 
 from toyllm.errors import UserError
+from toyllm.model_source import model_folder
 from toyllm.quiet import use_causal_lm_loss
 
 logger = logging.getLogger(__name__)
@@ -39,8 +43,13 @@ def fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
     """Embedding rows for every token, and the tokenizer's special-token ids in the model's configs."""
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-        logger.warning(f"Resized the token embeddings from {rows} to {len(tokenizer)} rows for the added tokens.")
+        # New rows start at the mean of the old ones (transformers' default, said here to keep its notice quiet).
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        added = ", ".join(tokenizer.convert_ids_to_tokens(list(range(rows, len(tokenizer)))))
+        logger.warning(
+            f"Resized the token embeddings from {rows} to {len(tokenizer)} rows for tokens the model lacked ({added}):"
+            " a LoRA adapter of this model saves the whole embedding matrix with it."
+        )
     ids = {
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -67,19 +76,50 @@ def context_length(config: PretrainedConfig, requested: int | None = None) -> in
     return positions if requested is None else min(requested, positions)
 
 
-def load_weights(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
-    """from_pretrained, safetensors only, with a one-line error for a folder that has no loadable weights."""
-    kwargs.setdefault("use_safetensors", True)
+def model_config(path: str | Path) -> PretrainedConfig:
+    """A checkpoint's config, read through a GGUF file's converted folder and a LoRA adapter's base."""
+    path = model_folder(str(path))
     if (Path(path) / "adapter_config.json").is_file():
-        raise UserError(
-            f"{path}: holds a LoRA adapter, not a full model; merge it into its base first "
-            f"(toyllm merge --adapter {path} --output {path}-merged) and start from the merged folder"
-        )
+        return model_config(PeftConfig.from_pretrained(path).base_model_name_or_path)
+    return AutoConfig.from_pretrained(path)
+
+
+def load_weights(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
+    """from_pretrained, safetensors only, with a one-line error for a folder that has no loadable weights. A GGUF
+    file is read through its converted folder (toyllm.model_source); a LoRA adapter folder gives the full model it
+    stands for (`load_adapter`)."""
+    kwargs.setdefault("use_safetensors", True)
+    path = model_folder(str(path))
+    if (Path(path) / "adapter_config.json").is_file():
+        return load_adapter(auto_class, path, **kwargs)
     try:
         return auto_class.from_pretrained(path, **kwargs)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0]
         raise UserError(f"{path}: cannot load safetensors weights ({first_line})") from None
+
+
+def load_adapter(auto_class, path: str | Path, **kwargs) -> PreTrainedModel:
+    """A LoRA adapter folder as the model it stands for: its base, loaded by these same rules (so the base may be
+    another adapter or a GGUF file), given the rows of the adapter's tokenizer, with the adapter merged in, as
+    `pipeline()` and `AutoPeftModelForCausalLM` load one. The result remembers the adapter folder as its name, so an
+    adapter trained on top of it names this one as its base.
+
+    A scorer can start from a causal-LM adapter (the judge from the SFT adapter): peft's causal-LM wrapper needs
+    generation methods a sequence classifier lacks, so the adapter is then applied without a task type.
+    """
+    config = PeftConfig.from_pretrained(path)
+    if config.task_type == "SEQ_CLS":  # toyllm's judges score with one label: the saved head has one row
+        kwargs.setdefault("num_labels", 1)
+    if config.base_model_name_or_path is None:
+        raise UserError(f"{path}: adapter_config.json names no base model (base_model_name_or_path)")
+    base = load_weights(auto_class, config.base_model_name_or_path, **kwargs)
+    base = fit_to_tokenizer(base, AutoTokenizer.from_pretrained(path))
+    if (config.task_type == "SEQ_CLS") != (auto_class is AutoModelForSequenceClassification):
+        config.task_type = None
+    model = PeftModel.from_pretrained(base, path, config=config).merge_and_unload()
+    model.name_or_path = model.config._name_or_path = str(Path(path).resolve())  # found again from any folder
+    return model
 
 
 def load_causal_lm(

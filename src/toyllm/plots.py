@@ -199,6 +199,13 @@ def plot_rounds(rounds: list[list[dict]]) -> Figure | None:
     return figure
 
 
+def _headline(metric: dict, key: str) -> float:
+    """A split's value of `key`; the retention split has `contains` where the others have `exact_match`."""
+    if key == "exact_match" and "contains" in metric:
+        return metric["contains"]
+    return metric.get(key, float("nan"))
+
+
 def plot_metrics(stages: dict[str, dict]) -> Figure | None:
     """Per stage: perplexity (log axis), then exact match and the judge's mean reward for each split."""
     if not stages:
@@ -218,14 +225,16 @@ def plot_metrics(stages: dict[str, dict]) -> Figure | None:
     ax.set_title("perplexity of the eval references (lower is better)", fontsize=11)
     ax.set_ylabel("perplexity (log)")
     ax.grid(axis="y", alpha=0.3)
-    metrics = [("exact_match", "exact match", "share of greedy answers equal to the reference")]
+    metrics = [
+        ("exact_match", "exact match", "share of greedy answers equal to the reference (retention: containing it)")
+    ]
     if has_reward:
         metrics.append(("mean_reward", "mean reward", "judge's mean score of the greedy answers"))
     for ax, (key, label, title) in zip(axes[1:], metrics):
         width = 0.8 / len(splits)
         for number, split in enumerate(splits):
             offsets = [i - 0.4 + width * (number + 0.5) for i in range(len(names))]
-            heights = [stages[n].get(split, {}).get(key, float("nan")) for n in names]
+            heights = [_headline(stages[n].get(split, {}), key) for n in names]
             bars = ax.bar(offsets, heights, width=width, color=f"C{number + 1}", label=split)
             if key == "exact_match":  # a share of 0 draws no bar at all: say so
                 ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)

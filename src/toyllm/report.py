@@ -173,22 +173,28 @@ def evaluate_and_report(
     asked: dict[str, str] | None = None,
     rounds: int = 0,
     data: DataFolder | None = None,
+    table: StageTable = TABLE,
+    retention_file: str | Path | None = None,
+    **asking,
 ) -> tuple[dict, str, Path]:
     """Evaluate the checkpoints, write `<output_dir>/report/metrics.json` and the report; return the metrics, the
     comparison table and the report's path. `data`, the story's folder, completes the diagnostics (see
-    evaluate_checkpoints) and is needed for feedback rounds."""
+    evaluate_checkpoints) and is needed for feedback rounds; `retention_file` and `asking` are evaluate_checkpoints'.
+    """
     start = time.perf_counter()
     stages, responses, continuations, judge = evaluate_checkpoints(
-        checkpoints, eval_file, reward_model_dir, asked, data
+        checkpoints, eval_file, reward_model_dir, asked, data, retention_file, **asking
     )
     seconds = seconds or {}
     metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge}
     if rounds:
         evaluated = {Path(path): stages[name] for name, path in checkpoints.items()}
-        metrics["rounds"] = round_metrics(Path(output_dir), data, rounds, Path(reward_model_dir), evaluated)
+        metrics["rounds"] = round_metrics(
+            Path(output_dir), data, rounds, Path(reward_model_dir), evaluated, table, **asking
+        )
     metrics["seconds"] = {**seconds, "evaluate": round(time.perf_counter() - start, 2)}
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    report = write_report(output_dir, metrics, stage_dirs)
+    report = write_report(output_dir, metrics, stage_dirs, table)
     return metrics, format_comparison(stages, responses), report

@@ -8,7 +8,7 @@ this table, and what differs between stages is a field of its row: adding a stag
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 # The five files of a data folder, by the kind of rows they hold (see toyllm.data.DATA_FILES).
@@ -73,6 +73,20 @@ STAGES: tuple[Stage, ...] = (
 )  # fmt: skip
 
 
+# A real chat model's chain (`toyllm demo --model`): the instruct model as it comes takes the place of random and
+# pretrain; SFT starts from it and reads no pretraining mix (the model already writes language); the rest is as above.
+INSTRUCT = Stage(
+    "instruct", None, None, None, "causal-lm",
+    about="The instruct (chat) model as it comes, before any fine-tuning: what it knows of the world, and what it "
+    "makes of the story's questions before it has read the story.",
+)  # fmt: skip
+REAL_MODEL_STAGES: tuple[Stage, ...] = (
+    INSTRUCT,
+    *(replace(row, starts_from="instruct", also_reads=()) if row.name == "sft" else row
+      for row in STAGES if row.name not in ("random", "pretrain")),
+)  # fmt: skip
+
+
 class StageTable:
     """The rows, by name, and what follows from them: the stages trained, the columns of the tables, the recipes,
     and the stages a feedback round repeats (its policy, whose answers are labelled, and that policy's judge)."""
@@ -113,6 +127,7 @@ def split_round(name: str, table: StageTable | None = None) -> tuple[str, int]:
 
 
 TABLE = StageTable(STAGES)
+REAL_MODEL_TABLE = StageTable(REAL_MODEL_STAGES)
 STAGE = TABLE.by_name
 TRAINED, POLICIES, RECIPES = TABLE.trained, TABLE.policies, TABLE.recipes
 

@@ -59,16 +59,24 @@ def _splits(stages: dict[str, dict]) -> list[str]:
     return [key for key, value in next(iter(stages.values())).items() if isinstance(value, dict)]
 
 
+def split_score(metric: dict) -> tuple[str, float]:
+    """A split's headline: the exact-match share, or for the retention split the share containing the reference."""
+    return ("contains", metric["contains"]) if "contains" in metric else ("exact", metric["exact_match"])
+
+
 def format_metrics_table(stages: dict[str, dict]) -> str:
-    """Per-stage perplexity, then exact_match and mean_reward for every split, in markdown."""
+    """Per-stage perplexity, then the headline score (`split_score`) and mean_reward for every split, in markdown."""
     splits = _splits(stages)
-    header = ["stage", "perplexity", *(f"{split} {what}" for split in splits for what in ("exact", "reward"))]
+    first = next(iter(stages.values()))
+    scores = [split_score(first[split])[0] for split in splits]
+    header = ["stage", "perplexity", *(f"{split} {what}" for split, score in zip(splits, scores)
+                                       for what in (score, "reward"))]  # fmt: skip
     rows = []
     for name, stage in stages.items():
         cells = [column_labels(stages, asked=False)[name], f"{stage['perplexity']:.2f}"]
         for split in splits:
             reward = stage[split].get("mean_reward")
-            cells += [f"{stage[split]['exact_match']:.2f}", "-" if reward is None else f"{reward:+.2f}"]
+            cells += [f"{split_score(stage[split])[1]:.2f}", "-" if reward is None else f"{reward:+.2f}"]
         rows.append(cells)
     return markdown_table(header, rows)
 

@@ -15,6 +15,7 @@ from trl.chat_template_utils import get_training_chat_template
 from trl.data_utils import is_conversational
 
 from toyllm.errors import UserError, from_hub
+from toyllm.model_source import model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer with its chat template; `eos_token` (SFTConfig's) names the end-of-turn token of a
     base model whose EOS ends documents, e.g. `<|im_end|>` for Qwen2.5."""
-    with from_hub("model_name_or_path", model_args.model_name_or_path):
-        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    name = model_folder(model_args.model_name_or_path)  # a GGUF file: its converted folder
+    with from_hub("model_name_or_path", name):
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     if eos_token is not None:
@@ -54,9 +56,11 @@ def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrai
     """Give a base model's tokenizer what chat training needs: a chat template, and a pad token that is not EOS.
 
     No template: ChatML, added as `trl.clone_chat_template` clones one (template, its tokens, its EOS). No pad token,
-    or pad == EOS (TRL masks on pad ids, so it would hide the real end of every answer): a dedicated `<|pad|>`. New
-    tokens get embedding rows when the model is loaded with this tokenizer (`fit_to_tokenizer`). The toy's
-    tokenizer has both and is left as it is.
+    or pad == EOS (TRL masks on pad ids, so it would hide the real end of every answer): a special token the model
+    already has and chat never uses (`spare_special_token`, e.g. SmolLM2's `<|endoftext|>`), so no embedding row is
+    added and a LoRA adapter stays the size of its LoRA weights; only where there is none, a new `<|pad|>`, whose
+    row is added when the model is loaded with this tokenizer (`fit_to_tokenizer`). The toy's tokenizer has both and
+    is left as it is.
     """
     if tokenizer.chat_template is None:
         tokenizer.add_tokens([t for t in CHATML_TOKENS if t not in tokenizer.get_vocab()], special_tokens=True)
@@ -64,11 +68,35 @@ def complete_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrai
         tokenizer.eos_token = "<|im_end|>"
         logger.warning(f"{name}: the tokenizer has no chat template; gave it ChatML (<|im_end|> is now EOS).")
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        if PAD_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_tokens([PAD_TOKEN], special_tokens=True)
-        tokenizer.pad_token = PAD_TOKEN
-        logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS; added {PAD_TOKEN}.")
+        spare = spare_special_token(tokenizer)
+        if spare is not None:
+            tokenizer.pad_token = spare
+            logger.info(f"{name}: padding with {spare}, a special token chat does not use (pad was EOS or unset).")
+        else:
+            if PAD_TOKEN not in tokenizer.get_vocab():
+                tokenizer.add_tokens([PAD_TOKEN], special_tokens=True)
+            tokenizer.pad_token = PAD_TOKEN
+            logger.warning(f"{name}: the tokenizer has no pad token distinct from EOS and no spare special token; "
+                           f"added {PAD_TOKEN} (the model gains an embedding row for it).")  # fmt: skip
     return tokenizer
+
+
+def spare_special_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """A special token that can pad: not EOS or BOS, not in the chat template (so no chat ever holds it). One named
+    as a pad first, then the unknown token, then reserved ones, then the lowest id."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
+    taken = {tokenizer.eos_token, tokenizer.bos_token}
+    candidates = [
+        (token_id, added.content)
+        for token_id, added in tokenizer.added_tokens_decoder.items()
+        if added.special and added.content not in taken and added.content not in template
+    ]
+
+    def preference(candidate):
+        token_id, content = candidate
+        return ("pad" not in content.lower(), content != tokenizer.unk_token, "reserved" not in content, token_id)
+
+    return min(candidates, key=preference)[1] if candidates else None
 
 
 def fit_loss_to_template(tokenizer: PreTrainedTokenizerBase, training_args, name: str, *datasets):

@@ -1,0 +1,63 @@
+"""The first stage of a real model's chain (`toyllm demo --model`): the instruct model as it comes, saved as a
+checkpoint folder of the run, with the tokenizer every later stage shares.
+
+The model is a folder, a Hub id or a GGUF file (toyllm.model_source). It is saved once into the run, so each later
+stage, the evaluation and the report read one local folder, and its marker's fingerprint says which model it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM
+from trl import ModelConfig
+
+from toyllm.card import write_model_card
+from toyllm.checkpoint import is_finished, write_marker
+from toyllm.model import fit_to_tokenizer, load_weights
+from toyllm.model_source import carry_source, model_folder
+from toyllm.stages import REAL_MODEL_TABLE
+from toyllm.tokenizer import load_tokenizer
+
+
+def model_fingerprint(model: str, revision: str = "main") -> str:
+    """Which model this is: a local folder's config and weight files (names, sizes, modification times), a GGUF
+    file's converted folder (named by the file's path, size and time), or a Hub id and revision."""
+    folder = Path(model_folder(model)).expanduser()
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        identity = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    else:
+        identity = [model, revision]
+    return hashlib.sha256(json.dumps({"instruct": identity}).encode()).hexdigest()
+
+
+def build_instruct_stage(model: str, output_dir: str | Path, stage: str, overwrite: bool = False) -> Path:
+    """Save the model as it comes, its tokenizer completed for chat training (a pad token that is not EOS), into
+    `output_dir`; skipped when the folder already holds this very model."""
+    output_dir = Path(output_dir)
+    fingerprint = model_fingerprint(model)
+    if is_finished(output_dir, fingerprint, overwrite):
+        return output_dir
+    model_args = ModelConfig(model_name_or_path=model, dtype="auto")
+    tokenizer = load_tokenizer(model_args)
+    weights = fit_to_tokenizer(load_weights(AutoModelForCausalLM, model, dtype="auto"), tokenizer)
+    scratch = output_dir / ".saving"
+    shutil.rmtree(scratch, ignore_errors=True)
+    weights.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    source = carry_source(model_folder(model), scratch)
+    write_model_card(scratch, stage, "none (as it comes)", base_model=model, model_name=output_dir.name,
+                     table=REAL_MODEL_TABLE, source=source)  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for item in scratch.iterdir():
+        target = output_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        item.replace(target)
+    scratch.rmdir()
+    write_marker(output_dir, stage, fingerprint)
+    return output_dir
