@@ -18,16 +18,18 @@ from trl import ModelConfig
 from toyllm.card import write_model_card
 from toyllm.checkpoint import is_finished, write_marker
 from toyllm.model import fit_to_tokenizer, load_weights
-from toyllm.model_source import carry_source, model_folder
+from toyllm.model_source import carry_source, file_digest, is_gguf, model_folder
 from toyllm.stages import REAL_MODEL_TABLE
 from toyllm.tokenizer import load_tokenizer
 
 
 def model_fingerprint(model: str, revision: str = "main") -> str:
-    """Which model this is: a local folder's config and weight files (names, sizes, modification times), a GGUF
-    file's converted folder (named by the file's path, size and time), or a Hub id and revision."""
-    folder = Path(model_folder(model)).expanduser()
-    if folder.is_dir():
+    """Which model this is: a GGUF file's content, a local folder's files (names, sizes, modification times), or a
+    Hub id and revision."""
+    folder = Path(model).expanduser()
+    if is_gguf(model):
+        identity = ["gguf", file_digest(folder)]
+    elif folder.is_dir():
         files = sorted(p for p in folder.iterdir() if p.is_file())
         identity = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     else:
