@@ -115,6 +115,16 @@ def test_a_seed_out_of_range_is_one_line_and_writes_nothing(seed, tmp_path, caps
     assert not output.exists()
 
 
+@pytest.mark.parametrize("model", ["models/missing.gguf", "./no-such-model"])
+def test_a_missing_real_model_is_one_line_and_writes_nothing(model, tmp_path, capsys):
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        toyllm(["demo", "--model", str(tmp_path / model), "--output-dir", str(output)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: --model: {tmp_path / model}")
+    assert not output.exists()
+
+
 def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine\n")
     with pytest.raises(SystemExit) as exit_info:

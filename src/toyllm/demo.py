@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 
 from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
+from toyllm.config_checks import check_model_path
 from toyllm.data import DataFolder, as_data_folder
 from toyllm.data_checks import check_against_tokenizer, unknown_words
 from toyllm.defaults import (
@@ -244,6 +245,8 @@ def run_demo(
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed: {seed}; a seed is a whole number from 0 to 2**32 - 1")
+    if model is not None:
+        check_model_path("--model", model)  # a missing folder or GGUF file, before anything is written
     data, output_dir = DataFolder(data_dir or default_data_dir()), Path(output_dir)
     rows = data.check()  # every file checked before anything is written
     transformers.utils.logging.disable_progress_bar()
