@@ -98,6 +98,9 @@ def quarter_means(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values[:quarter]), statistics.mean(values[-quarter:])
 
 
+# A non-strict xfail gates nothing in the default run, so it runs with the slow grid (`pytest -m slow`) until it is
+# explained, and `make test` keeps its minute and a half for the checks that can fail.
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
     reason="measured 2026-11-30 after the vocabulary became the training files' only (new word ids, new random "

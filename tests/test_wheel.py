@@ -32,7 +32,8 @@ def test_wheel_holds_the_recipes_their_yamls_the_toy_spec_and_the_story(wheel):
     expected |= {f"toyllm/recipes/toy/{name}.yaml" for name in RECIPES}
     expected |= {f"toyllm/toy_config/{p.name}" for p in (REPO / "toy_config").iterdir()}
     expected |= {f"toyllm/alice/{name}" for name in DATA_FILES.values()}
-    expected |= {f"toyllm/recipes/{p.relative_to(REPO / 'recipes')}" for p in (REPO / "recipes").rglob("*.yaml")}
+    shipped = [*(REPO / "recipes").rglob("*.yaml"), *(REPO / "recipes").rglob("*.jsonl")]  # real-model questions too
+    expected |= {f"toyllm/recipes/{p.relative_to(REPO / 'recipes')}" for p in shipped}
     assert expected <= names, sorted(expected - names)
 
 
