@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 from toyllm.data_checks import unknown_words
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
 from toyllm.generation import chat_prompts
 from toyllm.model import load_weights
-from toyllm.model_source import is_gguf, model_folder
+from toyllm.model_source import checkpoint_tokenizer, is_local_model
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 
@@ -23,9 +23,9 @@ EXIT_COMMANDS = {"/exit", "/quit"}
 def load_chat_model(path: str | Path):
     """A causal-LM checkpoint (a folder, a LoRA adapter folder or a GGUF file) and its tokenizer, which must carry a
     chat template."""
-    if not (Path(path).is_dir() or is_gguf(path) and Path(path).is_file()):
+    if not is_local_model(path):
         raise UserError(f"{path}: no such checkpoint folder or GGUF file")
-    tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
+    tokenizer = checkpoint_tokenizer(path)
     if not tokenizer.chat_template:
         raise UserError(f"{path}: the tokenizer has no chat template; train it with a recipe (SFT) first")
     model = load_weights(AutoModelForCausalLM, path).eval()

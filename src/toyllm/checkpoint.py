@@ -167,6 +167,18 @@ def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
     atomic_write_text(Path(folder) / MARKER, json.dumps(marker) + "\n")
 
 
+def move_into(scratch: Path, output_dir: Path) -> None:
+    """Every file of a finished save moved from its scratch folder into `output_dir`, one rename each, replacing
+    what was there; the scratch folder is removed."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for item in scratch.iterdir():
+        target = output_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    scratch.rmdir()
+
+
 def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str | None, dataset: str | None) -> Path:
     """Save weights (safetensors), config, tokenizer with its chat template, generation config and model card.
 
@@ -198,12 +210,7 @@ def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str |
             model_name=output_dir.name,
             source=source,
         )
-        for item in scratch.iterdir():
-            target = output_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-        scratch.rmdir()
+        move_into(scratch, output_dir)
         write_marker(output_dir, stage, fingerprint)
     trainer.accelerator.wait_for_everyone()
     if trainer.args.push_to_hub or getattr(trainer.args, "push_when_finished", False):  # see toyllm.args

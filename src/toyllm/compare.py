@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from toyllm.data import DataFolder
 from toyllm.data_checks import check_against_tokenizer, read_rows
 from toyllm.errors import UserError
-from toyllm.model_source import is_gguf, model_folder
+from toyllm.model_source import checkpoint_tokenizer, is_local_model
 from toyllm.report import evaluate_and_report
 from toyllm.stages import TABLE
 
@@ -21,7 +19,7 @@ def check_eval_fits(folders: dict[str, str | Path], eval_file: str | Path) -> No
     rows = read_rows(eval_file, "eval")
     problems = []
     for name, folder in folders.items():
-        tokenizer = AutoTokenizer.from_pretrained(model_folder(str(folder)))
+        tokenizer = checkpoint_tokenizer(folder)
         try:
             check_against_tokenizer(eval_file, "eval", rows, tokenizer, tokenizer.model_max_length)
         except UserError as error:
@@ -42,7 +40,7 @@ def run_compare(
     sentences and the judge's accuracy its pairs."""
     folders = {**models, **({"--reward-model": reward_model_dir} if reward_model_dir is not None else {})}
     missing = [f"{name}: {path} is not a folder or GGUF file" for name, path in folders.items()
-               if not (Path(path).is_dir() or is_gguf(path) and Path(path).is_file())]  # fmt: skip
+               if not is_local_model(path)]  # fmt: skip
     if missing:
         raise UserError(missing)
     if not Path(eval_file).is_file():

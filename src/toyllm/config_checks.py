@@ -19,6 +19,7 @@ from transformers.integrations import integration_utils
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from toyllm.errors import UserError
+from toyllm.model_source import is_gguf
 
 
 def _fits(value, annotation) -> bool:
@@ -101,7 +102,7 @@ def looks_like_local_path(name: str) -> bool:
 
 def check_model_path(key: str, name: str | None) -> None:
     """A local model is a folder, or one GGUF file (toyllm.model_source)."""
-    if name and str(name).lower().endswith(".gguf"):
+    if is_gguf(name):
         if not Path(name).expanduser().is_file():
             raise UserError(f"{key}: {name}: no such GGUF file (make real-model fetches SmolLM2-135M-Instruct's)")
     elif name and looks_like_local_path(name) and not Path(name).expanduser().is_dir():

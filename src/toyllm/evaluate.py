@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline, set_seed
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, pipeline, set_seed
 
 from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import as_messages, last_content
@@ -24,7 +24,7 @@ from toyllm.generation import (
     text_prompts,
 )
 from toyllm.model import load_weights
-from toyllm.model_source import model_folder
+from toyllm.model_source import checkpoint_tokenizer
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ class Judge:
 
     def __init__(self, path: str | Path):
         self.model = load_weights(AutoModelForSequenceClassification, path).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
+        self.tokenizer = checkpoint_tokenizer(path)
 
     def scores(self, questions: list[str], answers: list[str]) -> list[float]:
         return judge_scores(self.model, self.tokenizer, questions, answers)
@@ -212,7 +212,7 @@ def evaluate_checkpoints(
     judge_metrics = judge.accuracy_by_split(data, rows, judge_pairs) if measure_judge else {}
     stages: dict[str, dict] = {}
     for name, path in checkpoints.items():
-        tokenizer = AutoTokenizer.from_pretrained(model_folder(str(path)))
+        tokenizer = checkpoint_tokenizer(path)
         model = load_weights(AutoModelForCausalLM, path).eval()
         how = asked.get(name, "chat")
         answers = ask(model, tokenizer, questions, how, max_new_tokens)

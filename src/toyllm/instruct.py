@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
 from toyllm.card import write_model_card
-from toyllm.checkpoint import is_finished, write_marker
+from toyllm.checkpoint import is_finished, move_into, write_marker
 from toyllm.model import fit_to_tokenizer, load_weights
 from toyllm.model_source import carry_source, file_digest, is_gguf, model_folder
 from toyllm.stages import REAL_MODEL_TABLE
@@ -54,12 +54,6 @@ def build_instruct_stage(model: str, output_dir: str | Path, stage: str, overwri
     source = carry_source(model_folder(model), scratch)
     write_model_card(scratch, stage, "none (as it comes)", base_model=model, model_name=output_dir.name,
                      table=REAL_MODEL_TABLE, source=source)  # fmt: skip
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for item in scratch.iterdir():
-        target = output_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        item.replace(target)
-    scratch.rmdir()
+    move_into(scratch, output_dir)
     write_marker(output_dir, stage, fingerprint)
     return output_dir

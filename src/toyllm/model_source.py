@@ -38,6 +38,17 @@ def is_gguf(name: str | Path | None) -> bool:
     return bool(name) and str(name).lower().endswith(GGUF_SUFFIX)
 
 
+def is_local_model(path: str | Path) -> bool:
+    """A checkpoint folder (a full model or a LoRA adapter) or a GGUF file that exists here."""
+    return Path(path).is_dir() or is_gguf(path) and Path(path).is_file()
+
+
+def checkpoint_tokenizer(path: str | Path):
+    """The tokenizer saved with a checkpoint folder or an adapter folder, or a GGUF file's (from its converted
+    folder)."""
+    return AutoTokenizer.from_pretrained(model_folder(str(path)))
+
+
 def cache_dir() -> Path:
     """`$TOYLLM_CACHE`, else `~/.cache/toyllm` (`$XDG_CACHE_HOME/toyllm` where it is set)."""
     if "TOYLLM_CACHE" in os.environ:

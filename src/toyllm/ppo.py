@@ -14,14 +14,13 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 from datasets import concatenate_datasets  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
 from trl.experimental.ppo import PPOConfig  # noqa: E402, F401  (the recipe's config class, imported from here)
 from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
 from toyllm.errors import UserError  # noqa: E402
 from toyllm.generation import generate_answers, normalise  # noqa: E402
 from toyllm.launch import global_batch  # noqa: E402
-from toyllm.model_source import model_folder  # noqa: E402
+from toyllm.model_source import checkpoint_tokenizer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +126,8 @@ def fill_rollout_batch(prompts, training_args):
 
 def check_ppo_setup(training_args, policy_path: str, world_size: int) -> None:
     """What TRL's PPO gets wrong silently or too late: the judge's vocabulary and the rollout batch arithmetic."""
-    policy_vocab = AutoTokenizer.from_pretrained(model_folder(policy_path)).get_vocab()
-    if AutoTokenizer.from_pretrained(model_folder(training_args.reward_model_path)).get_vocab() != policy_vocab:
+    policy_vocab = checkpoint_tokenizer(policy_path).get_vocab()
+    if checkpoint_tokenizer(training_args.reward_model_path).get_vocab() != policy_vocab:
         raise UserError(
             f"reward_model_path: {training_args.reward_model_path} has a different tokenizer from "
             f"model_name_or_path {policy_path}; PPO feeds the policy's token ids to the judge, so both must share one"
