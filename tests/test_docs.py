@@ -58,6 +58,8 @@ def check_recipe_command(recipe: str, args: list[str]) -> None:
 def check_command(words: list[str]) -> None:
     while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
         words = words[1:]
+    if ">" in words:  # the shell's redirection: `toyllm story --template > my-story.md`
+        words = words[: words.index(">")]
     if words[0] == "toyllm" and words[1] in RECIPES:
         check_recipe_command(words[1], [w for w in words[2:] if w not in ("--num_processes", "2")])
     elif words[0] == "toyllm":

@@ -28,11 +28,12 @@ LAYERS = {
         "model_source",
         "ppo",
         "resume",
+        "story",
         "tokenizer",
         "toy",
     ],  # fmt: skip
     "evaluation": ["chat", "compare", "evaluate", "feedback", "plots", "report", "tables"],
-    "entry points": ["cli", "demo"],
+    "entry points": ["app", "cli", "demo"],
 }
 LAYER_OF = {module: n for n, modules in enumerate(LAYERS.values()) for module in modules}
 RECIPES_LAYER = list(LAYERS).index("training")

@@ -13,21 +13,22 @@ from transformers import AutoModelForCausalLM, set_seed
 from toyllm.data_checks import unknown_words
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
-from toyllm.generation import chat_prompts
+from toyllm.generation import chat_prompts, text_prompts
 from toyllm.model import load_weights
 from toyllm.model_source import checkpoint_tokenizer, is_local_model
 
 EXIT_COMMANDS = {"/exit", "/quit"}
 
 
-def load_chat_model(path: str | Path):
+def load_chat_model(path: str | Path, as_text: bool = False):
     """A causal-LM checkpoint (a folder, a LoRA adapter folder or a GGUF file) and its tokenizer, which must carry a
-    chat template."""
+    chat template unless the model is asked in plain text."""
     if not is_local_model(path):
         raise UserError(f"{path}: no such checkpoint folder or GGUF file")
     tokenizer = checkpoint_tokenizer(path)
-    if not tokenizer.chat_template:
-        raise UserError(f"{path}: the tokenizer has no chat template; train it with a recipe (SFT) first")
+    if not tokenizer.chat_template and not as_text:
+        raise UserError(f"{path}: the tokenizer has no chat template; train it with a recipe (SFT) first, or ask it "
+                        "in plain text (--as-text)")  # fmt: skip
     model = load_weights(AutoModelForCausalLM, path).eval()
     return model, tokenizer
 
@@ -66,9 +67,11 @@ def answer(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    as_text: bool = False,
 ) -> str:
-    """The model's answer to the conversation so far (its last message is the user's), special tokens stripped."""
-    ids = prompt_ids(tokenizer, messages)
+    """The model's answer to the conversation so far (its last message is the user's), special tokens stripped.
+    `as_text`: the last message as plain text, continued for at least one token, as a base model is tried."""
+    ids = text_prompts(tokenizer, [messages[-1]["content"]])[0] if as_text else prompt_ids(tokenizer, messages)
     limit = context_limit(model, tokenizer)
     room = max_new_tokens if limit is None else min(max_new_tokens, limit - len(ids))
     if room < 1:
@@ -83,6 +86,7 @@ def answer(
         max_new_tokens=room,
         eos_token_id=stop or None,
         pad_token_id=pad,
+        min_new_tokens=1 if as_text else None,  # a completer may end at once the "sentence" a question looks like
         **sampling,
     )
     return tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True).strip()
@@ -109,13 +113,14 @@ def warn_unknown_words(tokenizer, text: str, stream: TextIO | None = None) -> No
 
 
 def generate(model_dir: str | Path, question: str, max_new_tokens: int = CHAT_MAX_NEW_TOKENS, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> str:  # fmt: skip
-    if seed is not None:
-        set_seed(seed)
-    model, tokenizer = load_chat_model(model_dir)
+             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+             as_text: bool = False) -> str:  # fmt: skip
+    model, tokenizer = load_chat_model(model_dir, as_text)
     warn_unknown_words(tokenizer, question)
+    if seed is not None:  # after loading: the seed decides the sampling alone
+        set_seed(seed)
     return answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens, do_sample,
-                  temperature, top_p)  # fmt: skip
+                  temperature, top_p, as_text)  # fmt: skip
 
 
 def chat_loop(

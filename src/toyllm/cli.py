@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES
-from toyllm.errors import RESUME_HINT, exit_on_user_error
+from toyllm.errors import RESUME_HINT, UserError, exit_on_user_error
 from toyllm.stages import RECIPES
 
 
@@ -27,6 +27,41 @@ def model_name(model: str) -> str:
     """A run folder's name for a model: `SmolLM2-135M-Instruct.Q4_1` for a GGUF file, the last part of a path or id."""
     name = model.rstrip("/").rsplit("/", 1)[-1]
     return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+
+
+def run_story(args: argparse.Namespace) -> None:
+    import sys
+
+    from toyllm.resources import shipped_path, story_template
+    from toyllm.story import answers_outside_story, parse_story, write_data_folder
+
+    if args.template:
+        print(story_template(), end="")
+        return
+    if args.story is None:
+        raise UserError("give a story file (toyllm story --template prints one to start from)")
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.story).with_suffix("")
+    story_file = shipped_path(args.story)  # data/alice.md names the shipped copy outside a checkout
+    counts = write_data_folder(story_file, output_dir, overwrite=args.overwrite)
+    for card in answers_outside_story(parse_story(Path(story_file))):
+        print(f"note: {story_file}:{card.line}: the answer {card.answer!r} is no sentence of the story; the toy model "
+              "says only what it read, so PPO can reach it only through the judge", file=sys.stderr)  # fmt: skip
+    print(f"{output_dir}: {counts['pretrain']} story sentences, {counts['trained']} flashcards, {counts['held_out']} "
+          f"held-out and {counts['unseen']} unseen questions, {counts['preference']} preference pairs\n"
+          f"next: toyllm demo --data-dir {output_dir}")  # fmt: skip
+
+
+def run_app(args: argparse.Namespace) -> None:
+    from toyllm.app import build_app, stage_space
+
+    hide_loading_bars()
+    if args.space_dir:
+        space = stage_space(args.output_dir, args.space_dir, args.data_dir)
+        print(f"{space}: a Gradio Space serving {args.output_dir}\nnext: hf upload YOUR-NAME/SPACE-NAME {space} "
+              "--repo-type space")  # fmt: skip
+        return
+    page = build_app(args.output_dir, args.data_dir)
+    page.launch(server_name=args.host, server_port=args.port, share=args.share)
 
 
 def run_label(args: argparse.Namespace) -> None:
@@ -72,7 +107,7 @@ def run_recipe(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> None:
     from toyllm.chat import generate
 
-    print(generate(args.model, args.question, **sampling_options(args)))
+    print(generate(args.model, args.question, as_text=args.as_text, **sampling_options(args)))
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -122,8 +157,8 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyllm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add_command in (_add_demo, _add_label, _add_recipes, _add_merge, _add_push, _add_generate, _add_chat,
-                        _add_compare):  # fmt: skip
+    for add_command in (_add_demo, _add_story, _add_app, _add_label, _add_recipes, _add_merge, _add_push,
+                        _add_generate, _add_chat, _add_compare):  # fmt: skip
         add_command(commands)
     return parser
 
@@ -156,6 +191,30 @@ def _add_demo(commands) -> None:
         f"{FEEDBACK_ROUNDS})",
     )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
+
+
+def _add_story(commands) -> None:
+    story = commands.add_parser("story", help="make a data folder from a story in one Markdown file (data/alice.md)")
+    story.add_argument("story", nargs="?", default=None, help="the story file: its sentences, flashcards, held-out "
+                       "and unseen questions (toyllm story --template prints the form)")  # fmt: skip
+    story.add_argument("--output-dir", default=None, help="the data folder to write (default: the story file's path "
+                       "without .md, data/alice.md -> data/alice)")  # fmt: skip
+    story.add_argument("--overwrite", action="store_true", help="replace the data files the folder already holds")
+    story.add_argument("--template", action="store_true", help="print a story file to copy and fill in")
+    story.set_defaults(func=run_story)
+
+
+def _add_app(commands) -> None:
+    app = commands.add_parser("app", help="a web page over a finished run: ask every stage at once (Gradio)")
+    app.add_argument("--output-dir", default="outputs/toy", help="the run folder (default: outputs/toy)")
+    app.add_argument("--data-dir", default=None, help="the story's data folder, for the 'sentence of the story' mark "
+                     "(default: the one the run recorded)")  # fmt: skip
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    app.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    app.add_argument("--share", action="store_true", help="also open a temporary public link through Gradio")
+    app.add_argument("--space-dir", default=None, help="write a Hugging Face Space serving the run into this new "
+                     "folder instead of serving it (docs/app.md says what goes up)")  # fmt: skip
+    app.set_defaults(func=run_app)
 
 
 def _add_label(commands) -> None:
@@ -212,6 +271,8 @@ def _add_generate(commands) -> None:
     generate = commands.add_parser("generate", help="answer one question with a checkpoint's chat template")
     _sampling_flags(generate)
     generate.add_argument("question", help='what to ask, e.g. "who was alice"')
+    generate.add_argument("--as-text", action="store_true", help="ask in plain text, without the chat template, "
+                          "as a base model (random, pretrain) is tried: it continues the text")  # fmt: skip
     generate.set_defaults(func=run_generate)
 
 

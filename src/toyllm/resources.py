@@ -47,3 +47,8 @@ def display(path: Path) -> str:
 def default_data_dir() -> str:
     """The Alice story: `data` in a checkout's root, the installed copy anywhere else."""
     return display(ALICE_DIR)
+
+
+def story_template() -> str:
+    """The story file to copy and fill in (`toyllm story --template`)."""
+    return (ALICE_DIR / "story-template.md").read_text(encoding="utf-8")
