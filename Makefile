@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/toyllm demo
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(BIN)/python
 	$(BIN)/pip install -q ruff

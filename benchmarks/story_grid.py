@@ -2,6 +2,7 @@
 
     python benchmarks/story_grid.py [--stories data tests/data/oz tests/data/pinocchio] [--seeds 0 1 2]
     python benchmarks/story_grid.py --set ppo.temperature=1.5 --output /tmp/grid.json   # a lever, measured
+    python benchmarks/story_grid.py --stories tests/data/stories/*.md --output benchmarks/story_grid_one_file.json
 
 Each run is a full `toyllm demo` (about 45 s on 2 cores); the grid is printed as markdown and written to
 benchmarks/story_grid.json. A run passes when every check below holds.
@@ -25,6 +26,7 @@ from demo_time import machine  # noqa: E402
 
 import toyllm.demo  # noqa: E402
 from toyllm.resources import RECIPES_DIR  # noqa: E402
+from toyllm.story import write_data_folder  # noqa: E402
 
 
 def checks(metrics: dict) -> dict[str, bool]:
@@ -77,8 +79,16 @@ def grid_runs(args: argparse.Namespace) -> Iterator[tuple[str, int, Path, Path]]
         if args.set:  # the demo reads its YAMLs from here
             toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
         for story in args.stories:
+            data_dir, name = REPO / story, Path(story).stem
+            if data_dir.suffix == ".md":  # a story in one file: its data folder, as `toyllm story` writes it
+                data_dir = write_data_folder_of(data_dir, Path(tmp) / "data" / name)
             for seed in args.seeds:
-                yield Path(story).name, seed, REPO / story, Path(tmp) / f"{Path(story).name}-{seed}"
+                yield name, seed, data_dir, Path(tmp) / f"{name}-{seed}"
+
+
+def write_data_folder_of(story_file: Path, folder: Path) -> Path:
+    write_data_folder(story_file, folder)
+    return folder
 
 
 def summary(runs: list[dict]) -> dict:

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +73,48 @@ def demo_run(tmp_path_factory) -> tuple[Path, dict]:
     output_dir = tmp_path_factory.mktemp("demo")
     metrics = run_demo(ALICE, output_dir, seed=0)
     return output_dir, metrics
+
+
+def generated(capsys, path: Path, question: str, flags: list[str]) -> str:
+    """What `toyllm generate` prints for this checkpoint, question and flags."""
+    from toyllm.cli import main
+
+    main(["generate", "--model", str(path), *flags, question])
+    return capsys.readouterr().out.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_app(toyllm: Path, output_dir: Path, log_path: Path) -> Iterator[str]:
+    """`toyllm app` serving a run on 127.0.0.1, as a user starts it; yields its URL."""
+    port = free_port()
+    command = [str(toyllm), "app", "--output-dir", str(output_dir), "--port", str(port)]
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "0"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"toyllm app did not answer on {url}: {log_path.read_text()[-2000:]}")
+                    time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's; .ci/run installs it
+# Chromium as root in a closed network: no sandbox, and none of its own background connections.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

@@ -1,37 +1,26 @@
 """`toyllm app`: every stage of a finished run answering one question side by side. The columns are checked against
-`toyllm generate` run with the flags each column shows; the browser test (slow, run by .ci/run) drives the page in
-headless Chromium as a learner would."""
+`toyllm generate` run with the flags each column shows. The browser test, which drives the page in headless Chromium
+as a learner would, serves the installed wheel's demo run (tests/test_wheel.py, slow, run by .ci/run)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import generated
 
 from toyllm.app import RunApp, build_app
 from toyllm.cli import main
 
 QUESTIONS = ["Who was Alice?", "who did alice follow"]  # held out, as people write; trained, as the data writes
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def run_app(demo_run) -> RunApp:
     return RunApp(demo_run[0])
-
-
-def generated(capsys, path: Path, question: str, flags: list[str]) -> str:
-    """What `toyllm generate` prints for this checkpoint, question and flags."""
-    main(["generate", "--model", str(path), *flags, question])
-    return capsys.readouterr().out.strip()
 
 
 def test_every_stage_and_round_of_the_run_is_a_column(run_app, demo_run):
@@ -125,70 +114,3 @@ def test_a_space_folder_serves_the_run_with_its_own_copy_of_toyllm(demo_run, tmp
     answers = json.loads(result.stdout.strip().splitlines()[-1])
     assert answers["sft"][0] == ["alice followed the white rabbit"]
     assert answers["sft"][1][0].endswith("a sentence of the story")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def served(demo_run, tmp_path):
-    """`toyllm app` serving the demo run on 127.0.0.1, as a user starts it."""
-    port = free_port()
-    toyllm = Path(sys.executable).with_name("toyllm")
-    log = open(tmp_path / "app.log", "w")
-    command = [str(toyllm), "app", "--output-dir", str(demo_run[0]), "--port", str(port)]
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "0"}
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, (tmp_path / "app.log").read_text()
-            time.sleep(0.5)
-    else:
-        pytest.fail(f"toyllm app did not answer on {url}: {(tmp_path / 'app.log').read_text()[-2000:]}")
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
-
-
-# Chromium as root in a closed network: no sandbox, and none of its own background connections.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-def test_a_typed_question_is_answered_by_every_stage_in_a_real_browser(served, demo_run, capsys, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    question = QUESTIONS[0]
-    run = RunApp(demo_run[0])
-    expected = {c.name: generated(capsys, c.path, question, c.generate_flags(0)) for c in run.columns}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(served)
-        page.locator("#question textarea").fill(question)
-        start = time.perf_counter()
-        page.locator("#ask").click()
-        last = f"#answer-{run.columns[-1].name} textarea"
-        page.wait_for_function(f"document.querySelector('{last}').value.length > 0", timeout=60_000)
-        seconds = time.perf_counter() - start
-        shown = {name: page.locator(f"#answer-{name} textarea").input_value() for name in expected}
-        verdicts = {name: page.locator(f"#verdict-{name}").inner_text() for name in expected}
-        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
-        browser.close()
-    assert shown == expected
-    assert all("judge" in text for text in verdicts.values()), verdicts
-    screenshots = os.environ.get("TOYLLM_SCREENSHOTS")  # a folder to keep the screenshot in (docs/app.png's source)
-    if screenshots:
-        shutil.copy(tmp_path / "app.png", Path(screenshots) / "app.png")
-    print(json.dumps({"seconds_to_answer_in_browser": round(seconds, 2)}), file=sys.__stdout__)

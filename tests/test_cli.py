@@ -123,7 +123,7 @@ def test_compare_prints_tables_and_writes_metrics_and_report(micro, tmp_path, ca
     printed = capsys.readouterr().out
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert set(metrics) == {"stages", "responses", "continuations", "judge", "data_dir", "seconds"}
-    assert metrics["data_dir"] == str(REPO / "data")  # the eval file's folder, which holds all five files
+    assert metrics["data_dir"] == str((REPO / "data").resolve())  # the eval file's folder holds all five files
     assert all({"text", "first", "second"} <= set(row) for row in metrics["continuations"])
     assert list(metrics["stages"]) == ["first", "second"]
     assert metrics["stages"]["first"] == metrics["stages"]["second"]  # the same checkpoint, measured the same way

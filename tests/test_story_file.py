@@ -166,3 +166,15 @@ def test_an_answer_the_story_never_says_is_noted(tmp_path, capsys):
     build(story, tmp_path / "out")
     err = capsys.readouterr().err
     assert f"{story}:14: the answer 'The fox was hungry.' is no sentence of the story" in err
+
+
+def test_headings_and_labels_are_read_as_people_vary_them(tmp_path):
+    varied = (GOOD.replace("## Held-out questions", "## Held out")
+              .replace("Q: What did the fox see?", "- Question: What did the fox see?")
+              .replace("A: A fox saw the grapes.", "- answer: A fox saw the grapes."))  # fmt: skip
+    (tmp_path / "good.md").write_text(GOOD)
+    (tmp_path / "varied.md").write_text(varied)
+    for name in ("good", "varied"):
+        build(tmp_path / f"{name}.md", tmp_path / name)
+    for file in DATA_FILES.values():
+        assert (tmp_path / "good" / file).read_text() == (tmp_path / "varied" / file).read_text(), file

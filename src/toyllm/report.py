@@ -188,7 +188,7 @@ def evaluate_and_report(
     seconds = seconds or {}
     metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge}
     if data is not None:
-        metrics["data_dir"] = str(data.path)  # the story the run was trained on: `toyllm app` reads its sentences
+        metrics["data_dir"] = str(data.path.resolve())  # the story the run was trained on: `toyllm app` reads it
     if rounds:
         evaluated = {Path(path): stages[name] for name, path in checkpoints.items()}
         metrics["rounds"] = round_metrics(

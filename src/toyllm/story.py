@@ -21,6 +21,7 @@ from toyllm.errors import UserError
 from toyllm.generation import normalise
 
 SECTIONS = {"story": "story", "flashcards": "trained", "held-out questions": "held_out", "unseen questions": "unseen"}
+LABELS = {"q": "q", "question": "q", "a": "a", "answer": "a", "not": "not", "wrong": "not"}
 # A sentence ends at . ! or ? (and any closing quote or bracket) before a capital, an opening quote or a digit.
 SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]]*)\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof."}
@@ -94,8 +95,10 @@ def parse_story(path: Path) -> Story:
             level, title = len(line) - len(line.lstrip("#")), line.lstrip("#").strip()
             if level == 1:
                 continue  # the title
-            key = " ".join(title.lower().replace("held out", "held-out").split())
-            if key not in SECTIONS:
+            # "## Held out", "## Flashcard questions", "## Unseen": a section is known by its first word
+            first = title.lower().replace("held out", "held-out").split(maxsplit=1)[0] if title else ""
+            key = next((name for name in SECTIONS if name.split()[0].rstrip("s") == first.rstrip("s")), None)
+            if key is None:
                 raise UserError(f"{where}: unknown section {title!r}: a story file has the sections "
                                 f"{', '.join(repr(s.capitalize()) for s in SECTIONS)}")  # fmt: skip
             if key in seen_sections:
@@ -109,9 +112,9 @@ def parse_story(path: Path) -> Story:
         if section == "story":
             paragraph.append(line)
             continue
-        label, _, value = line.partition(":")
-        label, value = label.strip().lower(), value.strip()
-        if label not in ("q", "a", "not") or not value:
+        label, _, value = line.lstrip("-*").strip().partition(":")  # a Markdown bullet before "Q:" is read past
+        label, value = LABELS.get(label.strip().lower()), value.strip()
+        if label is None or not value:
             raise UserError(f"{where}: expected 'Q: question', 'A: answer' or 'Not: a wrong answer', got {line!r}")
         if label == "q":
             if cards and cards[-1].answer is None:
