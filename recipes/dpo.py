@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from toyllm.args import PreferenceArguments, ReplayArguments, fit_schedule, parse_recipe_args
+from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_data, load_splits, mix_replay_pairs, preference_pairs
+from toyllm.data import load_splits, preference_pairs
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.resume import checkpoint_marker
@@ -21,7 +21,7 @@ from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
-class DPOScriptArguments(PreferenceArguments, ReplayArguments):
+class DPOScriptArguments(PreferenceArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
 
 
@@ -44,10 +44,6 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
     train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
-    if script_args.replay_prompts_dataset_name:
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts")
-        train_dataset = mix_replay_pairs(train_dataset, prompts, model, tokenizer, script_args.replay_fraction,
-                                         training_args.seed, script_args.replay_max_new_tokens)  # fmt: skip
     fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import ReplayArguments, fit_schedule, parse_recipe_args
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay
 from toyllm.errors import UserError, exit_on_user_error
@@ -24,7 +24,7 @@ from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 
 
 @dataclass
-class SFTScriptArguments(ReplayArguments):
+class SFTScriptArguments(RecipeArguments):
     dataset_name: str = field(default="data/sft.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
     ptx_dataset_name: str | None = field(
         default=None, metadata={"help": "Pretraining text ({'text'} rows) to mix into SFT as answers to cue words."}
@@ -40,8 +40,22 @@ class SFTScriptArguments(ReplayArguments):
         },  # fmt: skip
     )
 
+    replay_prompts_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; its "
+            "answers are mixed into SFT (self-distillation replay) so it keeps answering everything else as before."
+        },  # fmt: skip
+    )
+    replay_fraction: float = field(default=0.25, metadata={"help": "The share of the mixed rows that are replay."})
+    replay_max_new_tokens: int = field(
+        default=48, metadata={"help": "The longest replay answer kept, in tokens; longer ones are left out."}
+    )
+
     def __post_init__(self):  # refused while parsing, before any model is loaded
         super().__post_init__()
+        if not 0 < self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction: {self.replay_fraction}; the share of replay rows lies between 0 and 1")
         if not 0 < self.ptx_fraction < 1:
             raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
         if self.ptx_cues < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ALICE, REPO, logged, read_jsonl
+from conftest import ALICE, logged, read_jsonl
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -145,24 +145,3 @@ def test_diagnostics_tell_memorised_answers_from_unreachable_ones(demo_run):
     assert sft["trained"]["reference_logprob"] > -1 and sft["trained"]["sampled_exact"] >= 0.5
     assert sft["held_out"]["reference_logprob"] < sft["trained"]["reference_logprob"] - 3
     assert sft["trained"]["well_formed"] == 1.0 and random["trained"]["well_formed"] == 0.0
-
-
-def test_replay_pairs_prefer_the_models_own_answer_to_a_story_answer(demo_run):
-    """DPO's replay (a real model's recipe): the starting model's own greedy answer to a general prompt, chosen over
-    one of the story's answers, mixed in as the asked share of the pairs."""
-    from toyllm.data import load_data, mix_replay_pairs
-
-    sft = demo_run[0] / "sft"
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(sft).eval(), AutoTokenizer.from_pretrained(sft)
-    pairs = load_data(ALICE / "preference.jsonl", "preference")
-    prompts = load_data(REPO / "recipes" / "smollm2-135m" / "replay_prompts.jsonl", "prompts").select(range(4))
-    mixed = mix_replay_pairs(pairs, prompts, model, tokenizer, fraction=0.25, seed=0, max_new_tokens=16)
-    questions = [row["prompt"][0]["content"] for row in prompts]
-    own = dict(zip(questions, greedy_answers(model, tokenizer, questions, 16)))
-    story = {row["chosen"][0]["content"] for row in pairs}
-    replayed = [row for row in mixed if row not in pairs.to_list()]
-    assert replayed and {row["prompt"][0]["content"] for row in replayed} == set(questions)
-    for row in replayed:
-        assert row["chosen"][0]["content"] == own[row["prompt"][0]["content"]]
-        assert row["rejected"][0]["content"] in story - {row["chosen"][0]["content"]}
-    assert 0.15 < len(replayed) / len(mixed) < 0.35

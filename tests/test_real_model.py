@@ -39,7 +39,7 @@ SHORT = {
     "sft": ["--max_steps", "32", "--per_device_train_batch_size", "4", "--replay_max_new_tokens", "16"],
     "reward": ["--max_steps", "1", "--warmup_steps", "0"],  # one step at the full learning rate: the adapter moves
     "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],
-    "dpo": ["--max_steps", "1", "--warmup_steps", "0", "--replay_max_new_tokens", "16"],
+    "dpo": ["--max_steps", "1", "--warmup_steps", "0"],
 }
 
 

@@ -59,29 +59,6 @@ class RecipeArguments(ScriptArguments):
 
 
 @dataclass
-class ReplayArguments(RecipeArguments):
-    """Self-distillation replay against forgetting, for a real model's SFT and DPO (toyllm.data.mix_replay)."""
-
-    replay_prompts_dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; its "
-            "answers are mixed into training (self-distillation replay) so it keeps answering everything else as "
-            "before."
-        },  # fmt: skip
-    )
-    replay_fraction: float = field(default=0.25, metadata={"help": "The share of the mixed rows that are replay."})
-    replay_max_new_tokens: int = field(
-        default=48, metadata={"help": "The longest replay answer kept, in tokens; longer ones are left out."}
-    )
-
-    def __post_init__(self):  # refused while parsing, before any model is loaded
-        super().__post_init__()
-        if not 0 < self.replay_fraction < 1:
-            raise ValueError(f"replay_fraction: {self.replay_fraction}; the share of replay rows lies between 0 and 1")
-
-
-@dataclass
 class PreferenceArguments(RecipeArguments):
     """What the reward and DPO recipes add to a preference file that holds pairs for some questions only."""
 

@@ -275,9 +275,16 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
     up). Fine-tuned on a story alone, a chat model answers every question the story's way ("what is 2 + 2" → a story
     sentence); trained also on what it already said elsewhere, it keeps saying it. An answer that does not end
     within `max_new_tokens` is left out: training on it would teach the model to stop mid-sentence."""
-    kept = own_answers(prompts, model, tokenizer, max_new_tokens)
-    if not kept:
+    questions = [as_messages(row["prompt"], "user") for row in prompts]
+    prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
+    answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
+    kept = [(q, a) for q, a in zip(questions, answers) if a]
+    if not kept:  # a model that never ends an answer (an untrained one) has nothing to replay
+        logger.warning(f"replay: the model ended none of its {len(questions)} answers within {max_new_tokens} tokens;"
+                       " training without replay")  # fmt: skip
         return chats
+    logger.info(f"replay: {len(kept)} of {len(questions)} answers of the starting model kept (the others ran past "
+                f"{max_new_tokens} tokens)")  # fmt: skip
     conversational = "messages" in chats.column_names
     rows = [{"messages": q + [{"role": "assistant", "content": a}]} if conversational
             else {"prompt": q, "completion": [{"role": "assistant", "content": a}]} for q, a in kept]  # fmt: skip
@@ -288,48 +295,6 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
     return interleave_datasets(
         [chats, replay], probabilities=[1 - fraction, fraction], seed=seed, stopping_strategy="all_exhausted"
     )
-
-
-def own_answers(prompts: Dataset, model, tokenizer, max_new_tokens: int) -> list[tuple[list[dict], str]]:
-    """The model's greedy answers to the prompts, as (question messages, answer), the unfinished ones left out."""
-    questions = [as_messages(row["prompt"], "user") for row in prompts]
-    prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
-    answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
-    kept = [(q, a) for q, a in zip(questions, answers) if a]
-    if not kept:  # a model that never ends an answer (an untrained one) has nothing to replay
-        logger.warning(f"replay: the model ended none of its {len(questions)} answers within {max_new_tokens} tokens;"
-                       " training without replay")  # fmt: skip
-    else:
-        logger.info(f"replay: {len(kept)} of {len(questions)} answers of the starting model kept (the others ran "
-                    f"past {max_new_tokens} tokens)")  # fmt: skip
-    return kept
-
-
-def mix_replay_pairs(pairs: Dataset, prompts: Dataset, model, tokenizer, fraction: float, seed: int,
-                     max_new_tokens: int) -> Dataset:  # fmt: skip
-    """Replay for preference tuning: the starting model's own answer to a general prompt, chosen over an answer of
-    the story (one of the file's chosen answers, in turn), mixed in as `fraction` of the pairs. Tuned on the story's
-    pairs alone, DPO drifts as SFT without replay does ("a week has 31 days"); these pairs keep the general answers
-    and say outright that a story sentence is no answer to a general question."""
-    kept = own_answers(prompts, model, tokenizer, max_new_tokens)
-    if not kept:
-        return pairs
-    story = list(dict.fromkeys(last_content(row["chosen"]) for row in pairs))
-    random.Random(seed).shuffle(story)
-    rows = []
-    for i, (question, answer) in enumerate(kept):
-        others = [text for text in story[i:] + story[:i] if normalise(text) != normalise(answer)]
-        if others:  # the model's own answer may be a story sentence: it is never its own rejected answer
-            rows.append({"prompt": question, "chosen": [{"role": "assistant", "content": answer}],
-                         "rejected": [{"role": "assistant", "content": others[0]}]})  # fmt: skip
-    if not rows:
-        return pairs
-    replay = Dataset.from_list(rows)
-    pairs = pairs.select_columns(["prompt", "chosen", "rejected"])
-    return interleave_datasets(
-        [pairs, replay.cast(pairs.features)], probabilities=[1 - fraction, fraction], seed=seed,
-        stopping_strategy="all_exhausted",
-    )  # fmt: skip
 
 
 def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, seed: int) -> Dataset:
