@@ -212,9 +212,11 @@ def build_app(output_dir: str | Path, data_dir: str | Path | None = None):
 
 
 SPACE_APP = """# toyllm app as a Hugging Face Space: every stage of the run in run/ answering side by side.
+from pathlib import Path
+
 from toyllm.app import build_app
 
-build_app("run", data_dir="data" if __import__("pathlib").Path("data").is_dir() else None).launch()
+build_app("run", data_dir="data" if Path("data").is_dir() else None).launch()
 """
 SPACE_CARD = """---
 title: toyllm, every stage side by side
