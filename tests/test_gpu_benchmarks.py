@@ -69,6 +69,9 @@ def test_story_grid_summary_counts_the_runs_levers_are_compared_by():
     assert figures == {"runs": 3, "ppo_held_out_at_least_half": 2, "ppo_held_out_mean": 0.55, "every_check": 1}
 
 
+# The two research scripts below each train a whole story (31 s and 59 s on 2 cores): kept out of `make test`'s ten
+# minutes and of .ci/run's thirty, they run with the slow story grid (`pytest -m slow`).
+@pytest.mark.slow
 def test_sft_reach_counts_each_held_out_question(tmp_path):
     output = tmp_path / "reach.json"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sft_reach.py"), "--stories",
@@ -83,6 +86,7 @@ def test_sft_reach_counts_each_held_out_question(tmp_path):
     assert all(logprob < 0 for logprob in held_out["reference_logprob"])
 
 
+@pytest.mark.slow
 def test_rl_methods_measures_ppo_and_rloo_from_the_same_start(tmp_path):
     output = tmp_path / "rl_methods.json"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rl_methods.py"), "--stories",
