@@ -81,14 +81,10 @@ def grid_runs(args: argparse.Namespace) -> Iterator[tuple[str, int, Path, Path]]
         for story in args.stories:
             data_dir, name = REPO / story, Path(story).stem
             if data_dir.suffix == ".md":  # a story in one file: its data folder, as `toyllm story` writes it
-                data_dir = write_data_folder_of(data_dir, Path(tmp) / "data" / name)
+                write_data_folder(data_dir, Path(tmp) / "data" / name)
+                data_dir = Path(tmp) / "data" / name
             for seed in args.seeds:
                 yield name, seed, data_dir, Path(tmp) / f"{name}-{seed}"
-
-
-def write_data_folder_of(story_file: Path, folder: Path) -> Path:
-    write_data_folder(story_file, folder)
-    return folder
 
 
 def summary(runs: list[dict]) -> dict:

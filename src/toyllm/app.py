@@ -68,9 +68,8 @@ def run_table(metrics: dict, output_dir: Path) -> StageTable:
     raise UserError(f"{output_dir}: not a `toyllm demo` run (its stages are {', '.join(metrics['stages'])})")
 
 
-def run_columns(output_dir: Path, metrics: dict, table: StageTable) -> list[Column]:
+def run_columns(output_dir: Path, table: StageTable, rounds: int) -> list[Column]:
     """Every chat-model checkpoint of the run, in stage order, with every feedback round of a repeated stage."""
-    rounds = max(1, len(metrics.get("rounds") or []))
     columns = []
     for stage in table.policies:
         asked = table[stage].asked
@@ -99,7 +98,7 @@ class RunFolders:
         judge_dir = output_dir / round_name(table.round_judge, rounds) if table.round_judge else None
         data_dir = data_dir or metrics.get("data_dir")
         data = DataFolder(data_dir) if data_dir and DataFolder(data_dir).is_complete() else None
-        return cls(output_dir, metrics, table, run_columns(output_dir, metrics, table),
+        return cls(output_dir, metrics, table, run_columns(output_dir, table, rounds),
                    judge_dir if judge_dir and judge_dir.is_dir() else None, data)  # fmt: skip
 
 

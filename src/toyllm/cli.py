@@ -33,7 +33,7 @@ def run_story(args: argparse.Namespace) -> None:
     import sys
 
     from toyllm.resources import shipped_path, story_template
-    from toyllm.story import answers_outside_story, parse_story, write_data_folder
+    from toyllm.story import answers_outside_story, write_data_folder
 
     if args.template:
         print(story_template(), end="")
@@ -42,8 +42,8 @@ def run_story(args: argparse.Namespace) -> None:
         raise UserError("give a story file (toyllm story --template prints one to start from)")
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.story).with_suffix("")
     story_file = shipped_path(args.story)  # data/alice.md names the shipped copy outside a checkout
-    counts = write_data_folder(story_file, output_dir, overwrite=args.overwrite)
-    for card in answers_outside_story(parse_story(Path(story_file))):
+    story, counts = write_data_folder(story_file, output_dir, overwrite=args.overwrite)
+    for card in answers_outside_story(story):
         print(f"note: {story_file}:{card.line}: the answer {card.answer!r} is no sentence of the story; the toy model "
               "says only what it read, so PPO can reach it only through the judge", file=sys.stderr)  # fmt: skip
     print(f"{output_dir}: {counts['pretrain']} story sentences, {counts['trained']} flashcards, {counts['held_out']} "

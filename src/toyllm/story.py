@@ -227,9 +227,10 @@ def answers_outside_story(story: Story) -> list[Card]:
     return [c for c in story.cards if normalise(c.answer) not in said]
 
 
-def write_data_folder(story_file: str | Path, output_dir: str | Path, overwrite: bool = False) -> dict[str, int]:
-    """Parse the story file and write its data folder, checked as `toyllm demo` checks one. On any problem nothing
-    is written; a folder that already holds a data file is kept unless `overwrite`."""
+def write_data_folder(story_file: str | Path, output_dir: str | Path, overwrite: bool = False) -> tuple[Story, dict]:
+    """Parse the story file and write its data folder, checked as `toyllm demo` checks one; return the story and the
+    rows written per file and questions per split. On any problem nothing is written; a folder that already holds a
+    data file is kept unless `overwrite`."""
     story_file, output_dir = Path(story_file), Path(output_dir)
     story = parse_story(story_file)
     existing = [name for name in DATA_FILES.values() if (output_dir / name).exists()]
@@ -253,6 +254,5 @@ def write_data_folder(story_file: str | Path, output_dir: str | Path, overwrite:
             os.replace(scratch / name, output_dir / name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {kind: len(kind_rows) for kind, kind_rows in rows.items()} | {
-        split: len(story.split(split)) for split in ("trained", "held_out", "unseen")
-    }
+    counts = {kind: len(kind_rows) for kind, kind_rows in rows.items()}
+    return story, counts | {split: len(story.split(split)) for split in ("trained", "held_out", "unseen")}
