@@ -3,7 +3,7 @@ from its PyPI wheel, with the shipped `recipes/smollm2-135m/` YAMLs (only the pa
 training overridden).
 
 Slow: `.ci/run` runs it after `make test`. SFT trains on four of Alice's flashcards for the steps the YAML's rule
-gives them (3.6 x 4 flashcards = 15, raised to its floor of 32); reward, PPO and DPO run a step or a rollout each.
+gives them (3.7 x 4 flashcards = 15, raised to its floor of 32); reward, PPO and DPO run a step or a rollout each.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ YAMLS = REPO / "recipes" / "smollm2-135m"
 VOCABULARY = 49_152  # SmolLM2's: no row is added for padding
 FLASHCARDS = 4
 SHORT = {
-    # The YAML's rule: ~3.6 x flashcards, at least 32 steps. For CI's time, batches of 4 rows (each flashcard is
-    # still seen ~20 times) and replay of the general answers that end within 16 tokens only.
+    # The YAML's rule: ~3.7 x flashcards, at least 32 steps. For CI's time, batches of 4 rows (each flashcard is
+    # still seen ~19 times) and the general answers replayed up to 16 tokens (to their last whole sentence).
     "sft": ["--max_steps", "32", "--per_device_train_batch_size", "4", "--replay_max_new_tokens", "16"],
     "reward": ["--max_steps", "1", "--warmup_steps", "0"],  # one step at the full learning rate: the adapter moves
     "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from toyllm.args import parse_recipe_args
 from toyllm.demo import stage_overrides
 from toyllm.errors import UserError
-from toyllm.generation import greedy_answers
+from toyllm.generation import greedy_answers, whole_sentences
 from toyllm.ppo import rollout_threads
 from toyllm.stages import RECIPES
 from toyllm.toy import build_random_stage
@@ -163,6 +163,15 @@ def test_a_negative_number_of_other_answers_is_refused_while_parsing():
     args = ["--config", str(REPO / "recipes/toy/reward.yaml"), "--other_answers_rejected", "-1"]
     with pytest.raises(UserError, match=r"^arguments: other_answers_rejected: -1; a number of pairs, 0 or more"):
         parse_recipe_args(reward.ARGUMENT_TYPES, args)
+
+
+def test_a_replay_answer_that_runs_past_its_length_is_cut_after_its_last_whole_sentence():
+    # SFT's replay keeps a general answer the model did not end in time up to its last sentence: cut mid-sentence it
+    # would teach stopping there; left out, only the shortest answers (the model's sloppiest, measured) would remain.
+    assert whole_sentences("A computer is a device. It can be a physical device, such as") == "A computer is a device."
+    assert whole_sentences("Water is vital! Without it we die. Drink eight gl") == "Water is vital! Without it we die."
+    assert whole_sentences("To add 3 and 5, we use the concept of") is None
+    assert whole_sentences("The value is 3.14 and") is None  # a decimal point ends no sentence
 
 
 def test_a_toy_ppo_rolls_out_on_one_thread_unless_the_user_says_otherwise(monkeypatch):

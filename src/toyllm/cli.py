@@ -10,7 +10,7 @@ import argparse
 import subprocess
 from pathlib import Path
 
-from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES
+from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES, REAL_MODEL_FEEDBACK_ROUNDS
 from toyllm.errors import RESUME_HINT, UserError, exit_on_user_error
 from toyllm.stages import RECIPES
 
@@ -186,9 +186,9 @@ def _add_demo(commands) -> None:
     demo.add_argument(
         "--feedback-rounds",
         type=positive_int,
-        default=FEEDBACK_ROUNDS,
+        default=None,
         help=f"rounds of PPO; after each but the last, its answers are labelled and the judge retrained (default: "
-        f"{FEEDBACK_ROUNDS})",
+        f"{FEEDBACK_ROUNDS}; {REAL_MODEL_FEEDBACK_ROUNDS} with --model)",
     )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
 

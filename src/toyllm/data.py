@@ -273,18 +273,18 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
     """Self-distillation replay against forgetting: the starting model's own greedy answers to general prompts,
     written before training, mixed into SFT as `fraction` of the rows (the smaller side repeated until both are used
     up). Fine-tuned on a story alone, a chat model answers every question the story's way ("what is 2 + 2" → a story
-    sentence); trained also on what it already said elsewhere, it keeps saying it. An answer that does not end
-    within `max_new_tokens` is left out: training on it would teach the model to stop mid-sentence."""
+    sentence); trained also on what it already said elsewhere, it keeps saying it. An answer that runs past
+    `max_new_tokens` is cut after its last whole sentence (left out if it has none): cut mid-sentence, it would teach
+    the model to stop there, and left out, the replay would keep only the model's shortest answers."""
     questions = [as_messages(row["prompt"], "user") for row in prompts]
     prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
     answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
     kept = [(q, a) for q, a in zip(questions, answers) if a]
     if not kept:  # a model that never ends an answer (an untrained one) has nothing to replay
-        logger.warning(f"replay: the model ended none of its {len(questions)} answers within {max_new_tokens} tokens;"
-                       " training without replay")  # fmt: skip
+        logger.warning(f"replay: the model wrote no whole sentence in {max_new_tokens} tokens to any of its "
+                       f"{len(questions)} prompts; training without replay")  # fmt: skip
         return chats
-    logger.info(f"replay: {len(kept)} of {len(questions)} answers of the starting model kept (the others ran past "
-                f"{max_new_tokens} tokens)")  # fmt: skip
+    logger.info(f"replay: {len(kept)} of {len(questions)} answers of the starting model kept")
     conversational = "messages" in chats.column_names
     rows = [{"messages": q + [{"role": "assistant", "content": a}]} if conversational
             else {"prompt": q, "completion": [{"role": "assistant", "content": a}]} for q, a in kept]  # fmt: skip

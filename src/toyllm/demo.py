@@ -35,6 +35,7 @@ from toyllm.defaults import (
     LABEL_SAMPLES,
     MAX_NEW_TOKENS,
     REAL_MODEL_EVAL_SAMPLES,
+    REAL_MODEL_FEEDBACK_ROUNDS,
     REAL_MODEL_JUDGE_PAIRS,
     REAL_MODEL_LABEL_SAMPLES,
 )
@@ -62,6 +63,7 @@ class Chain:
     retention_file: Path | None = None
     eval_samples: int = EVAL_SAMPLES
     label_samples: int = LABEL_SAMPLES
+    feedback_rounds: int = FEEDBACK_ROUNDS  # the default of --feedback-rounds
     max_new_tokens: int = MAX_NEW_TOKENS
     judge_pairs: int | None = None  # pairs the judge's accuracy is measured on (None: all)
 
@@ -82,6 +84,7 @@ def real_model_chain(model: str) -> Chain:
         retention_file=REAL_MODEL_RECIPES / "retention.jsonl",
         eval_samples=REAL_MODEL_EVAL_SAMPLES,
         label_samples=REAL_MODEL_LABEL_SAMPLES,
+        feedback_rounds=REAL_MODEL_FEEDBACK_ROUNDS,
         max_new_tokens=CHAT_MAX_NEW_TOKENS,
         judge_pairs=REAL_MODEL_JUDGE_PAIRS,
     )
@@ -236,11 +239,14 @@ def run_demo(
     output_dir: str | Path = "outputs/toy",
     seed: int = 0,
     overwrite: bool = False,
-    feedback_rounds: int = FEEDBACK_ROUNDS,
+    feedback_rounds: int | None = None,
     model: str | None = None,
 ) -> dict:
     """Run every stage not already complete for this config and data, then evaluate and report. `model`, an instruct
-    model (a folder, a Hub id or a GGUF file), runs its chain instead of the toy's."""
+    model (a folder, a Hub id or a GGUF file), runs its chain instead of the toy's. `feedback_rounds`: the chain's
+    own default when None."""
+    chain = TOY if model is None else real_model_chain(model)
+    feedback_rounds = chain.feedback_rounds if feedback_rounds is None else feedback_rounds
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
     if not 0 <= seed < 2**32:
@@ -251,7 +257,7 @@ def run_demo(
     rows = data.check()  # every file checked before anything is written
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    run = DemoRun(data, output_dir, seed, overwrite, TOY if model is None else real_model_chain(model))
+    run = DemoRun(data, output_dir, seed, overwrite, chain)
     with output_folder_lock(output_dir):
         return run_steps(run, rows, feedback_rounds)
 

@@ -28,32 +28,35 @@ from toyllm.model_source import checkpoint_tokenizer
 
 
 @torch.no_grad()
+def token_logprobs(model, tokenizer, rows: list[list[int]]) -> list[torch.Tensor]:
+    """log P(token | the tokens before it) for every token of each row but the first, the rows in one batch (right
+    padding, so every row keeps the positions it has alone)."""
+    input_ids, attention_mask = pad(tokenizer, rows, "right")
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logprobs = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return [logprobs[n, : len(row) - 1] for n, row in enumerate(rows)]
+
+
 def reference_logprobs(model, tokenizer, questions: list[str], references: list[str]) -> list[float]:
     """log P(reference and its end of turn | chat prompt): how reachable the right answer is by sampling (0: it is
     certain; -11 is one sample in 60,000)."""
-    values = []
-    for question, prompt, reference in zip(questions, chat_prompts(tokenizer, questions), references):
+    prompts, rows = chat_prompts(tokenizer, questions), []
+    for question, prompt, reference in zip(questions, prompts, references):
         chat = [{"role": "user", "content": question}, {"role": "assistant", "content": reference}]
         full = tokenizer.apply_chat_template(chat)["input_ids"]
         end = full.index(tokenizer.eos_token_id, len(prompt)) + 1 if tokenizer.eos_token_id in full else len(full)
-        ids = torch.tensor([full[:end]], device=model.device)
-        logprobs = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
-        token_logprobs = logprobs.gather(-1, ids[0, 1:, None])[:, 0]
-        values.append(token_logprobs[len(prompt) - 1 :].sum().item())
-    return values
+        rows.append(full[:end])
+    logprobs = token_logprobs(model, tokenizer, rows)
+    return [values[len(prompt) - 1 :].sum().item() for values, prompt in zip(logprobs, prompts)]
 
 
-@torch.no_grad()
 def perplexity(model, tokenizer, texts: list[str]) -> float:
     """Perplexity of plain text ([BOS] text [EOS]), averaged over every predicted token."""
-    total_nll, total_tokens = 0.0, 0
-    for text in texts:
-        ids = tokenizer(tokenizer.bos_token + text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        input_ids = torch.tensor([ids], device=model.device)
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-        total_nll += loss.item() * (len(ids) - 1)
-        total_tokens += len(ids) - 1
-    return math.exp(total_nll / total_tokens)
+    rows = [tokenizer(tokenizer.bos_token + text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            for text in texts]  # fmt: skip
+    logprobs = torch.cat(token_logprobs(model, tokenizer, rows))
+    return math.exp(-logprobs.mean().item())
 
 
 def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[str]) -> list[float]:

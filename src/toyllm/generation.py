@@ -59,11 +59,18 @@ def generate_answers(
 
 @torch.no_grad()
 def finished_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[str | None]:
-    """The model's greedy answer to each prompt, or None where it did not end (no EOS) within `max_new_tokens`."""
+    """The model's greedy answer to each prompt, ended within `max_new_tokens`: an answer that runs past them is cut
+    after its last whole sentence, and is None when it has none."""
     answers = generate_ids(model, tokenizer, prompts, max_new_tokens)
     ended = (answers == tokenizer.eos_token_id).any(dim=1).tolist()
     texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
-    return [text.strip() if done else None for text, done in zip(texts, ended)]
+    return [text.strip() if done else whole_sentences(text) for text, done in zip(texts, ended)]
+
+
+def whole_sentences(text: str) -> str | None:
+    """`text` up to the end of its last whole sentence (`.`, `!` or `?` before a space), or None when it has none."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text)]
+    return text[: ends[-1]].strip() if ends else None
 
 
 def generate_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, **sampling) -> torch.Tensor:
