@@ -280,7 +280,7 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
     prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
     answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
     kept = [(q, a) for q, a in zip(questions, answers) if a]
-    if not kept:  # a model that never ends an answer (an untrained one) has nothing to replay
+    if not kept:  # a model that writes no whole sentence (an untrained one) has nothing to replay
         logger.warning(f"replay: the model wrote no whole sentence in {max_new_tokens} tokens to any of its "
                        f"{len(questions)} prompts; training without replay")  # fmt: skip
         return chats
