@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay
 from toyllm.errors import UserError, exit_on_user_error
@@ -49,7 +49,16 @@ class SFTScriptArguments(RecipeArguments):
     )
     replay_fraction: float = field(default=0.25, metadata={"help": "The share of the mixed rows that are replay."})
     replay_max_new_tokens: int = field(
-        default=48, metadata={"help": "The longest replay answer kept, in tokens; longer ones are left out."}
+        default=48,
+        metadata={"help": "The longest replay answer, in tokens; a longer one is cut after its last whole sentence."},
+    )
+    flashcard_passes: float = field(
+        default=0,
+        metadata={
+            "help": "Train for as many optimizer steps as show each flashcard about this many times (the replay and "
+            "pretraining rows mixed in counted), and no fewer than min_steps; 0: num_train_epochs or max_steps "
+            "decide. A max_steps given wins."
+        },  # fmt: skip
     )
 
     def __post_init__(self):  # refused while parsing, before any model is loaded
@@ -60,6 +69,8 @@ class SFTScriptArguments(RecipeArguments):
             raise ValueError(f"ptx_fraction: {self.ptx_fraction}; the share of pretraining rows lies between 0 and 1")
         if self.ptx_cues < 0:
             raise ValueError(f"ptx_cues: {self.ptx_cues}; a number of rows per sentence, 0 or more")
+        if self.flashcard_passes < 0:
+            raise ValueError(f"flashcard_passes: {self.flashcard_passes}; a number of times, 0 or more")
 
 
 ARGUMENT_TYPES = (SFTScriptArguments, SFTConfig, ModelConfig)
@@ -85,19 +96,31 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
             "set assistant_only_loss: false (the loss then covers the completion)"
         )
+    flashcards, flashcard_share = len(train_dataset), 1.0
     if script_args.ptx_dataset_name:
         texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
         train_dataset = mix_pretraining_text(
             train_dataset, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues
         )
+        flashcard_share *= 1 - script_args.ptx_fraction
     if script_args.replay_prompts_dataset_name:
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts")
-        train_dataset = mix_replay(train_dataset, prompts, model, tokenizer, script_args.replay_fraction,
-                                   training_args.seed, script_args.replay_max_new_tokens)  # fmt: skip
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
+                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
+        mixed = mix_replay(train_dataset, prompts, model, tokenizer, script_args.replay_fraction,
+                           training_args.seed, script_args.replay_max_new_tokens)  # fmt: skip
+        if len(mixed) > len(train_dataset):  # else nothing was replayed
+            flashcard_share *= 1 - script_args.replay_fraction
+        train_dataset = mixed
     train_dataset, eval_dataset = fit_loss_to_template(
         tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
     )
+    steps_for_passes(script_args.flashcard_passes, script_args.min_steps, training_args, flashcards, flashcard_share)
     fit_schedule(script_args, training_args, len(train_dataset))
+    if training_args.padding_free:
+        # TRL 1.12 refuses padding_free with a max_length unless it packs, because it then truncates nothing. Every
+        # row of a local file was checked against max_length as it was read (a replay prompt with room for its
+        # answer), so none needs it; rows of a Hub dataset are trained whole.
+        training_args.max_length = None
 
     # Training
     trainer = SFTTrainer(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALICE, REPO, prompt_prefix_mismatches
+from conftest import ALICE, REPO, logged, prompt_prefix_mismatches
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
@@ -220,3 +220,21 @@ def test_real_model_yaml_parses(path, tmp_path, monkeypatch):
     assert model_args.use_peft == path.stem.endswith("_lora")
     assert training_args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     assert "Qwen" in model_args.model_name_or_path or model_args.model_name_or_path.startswith("outputs/qwen2.5-0.5b")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_padding_free_sft_trains_the_loss_of_padded_batches(checkpoints, arch, tmp_path):
+    """The SmolLM2 SFT YAML lays a batch's rows end to end (padding_free) under SDPA: each row must attend to itself
+    only, so every step's loss is the one the same batch gives padded."""
+    losses = {}
+    for padding_free in ("true", "false"):
+        args = [
+            "--config", str(REPO / "recipes" / "smollm2-135m" / "sft.yaml"),
+            "--model_name_or_path", str(checkpoints.get(arch, "base")), "--dataset_name", str(ALICE / "sft.jsonl"),
+            "--output_dir", str(tmp_path / padding_free), "--padding_free", padding_free,
+            "--max_steps", "3", "--logging_steps", "1",
+        ]  # fmt: skip
+        RECIPES["sft"].main(*parse_recipe_args(RECIPES["sft"].ARGUMENT_TYPES, args))
+        losses[padding_free] = logged(tmp_path / padding_free)
+    assert len(losses["true"]) == 3
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)

@@ -140,6 +140,26 @@ def test_small_data_gets_at_least_min_steps(stage, rows, steps, tmp_path):
     assert training_args.max_steps == 7  # an explicit max_steps wins
 
 
+@pytest.mark.parametrize("recipe_file", ["sft.yaml", "sft_full.yaml"])
+@pytest.mark.parametrize("flashcards, steps", [(13, 48), (8, 32), (40, 150)])
+def test_real_model_sft_trains_its_steps_per_flashcard_rule(recipe_file, flashcards, steps, tmp_path):
+    """The SmolLM2 SFT YAMLs show each flashcard ~18 times whatever the story holds, the replay's 40% of the rows
+    counted (13 flashcards: 48 steps), and no fewer than 32 steps."""
+    from toyllm.args import steps_for_passes
+
+    recipe = importlib.import_module("toyllm.recipes.sft")
+    (tmp_path / "model").mkdir()
+    config = REPO / "recipes" / "smollm2-135m" / recipe_file
+    args = ["--config", str(config), "--model_name_or_path", str(tmp_path / "model")]
+    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, args)
+    share = 1 - script_args.replay_fraction
+    steps_for_passes(script_args.flashcard_passes, script_args.min_steps, training_args, flashcards, share)
+    assert training_args.max_steps == steps
+    script_args, training_args, _ = parse_recipe_args(recipe.ARGUMENT_TYPES, [*args, "--max_steps", "7"])
+    steps_for_passes(script_args.flashcard_passes, script_args.min_steps, training_args, flashcards, share)
+    assert training_args.max_steps == 7  # an explicit max_steps wins
+
+
 def test_packed_pretraining_reads_each_sentence_at_many_positions():
     """Packing puts a sentence at a new offset in each shuffled copy: the completer is not tied to positions 1-10."""
     from datasets import Dataset

@@ -98,6 +98,21 @@ def fit_schedule(script_args: RecipeArguments, training_args: TrainingArguments,
                     f"for min_steps {script_args.min_steps} instead.")  # fmt: skip
 
 
+def steps_for_passes(
+    passes: float, min_steps: int, training_args: TrainingArguments, flashcards: int, share: float
+) -> None:
+    """`flashcard_passes`: train for as many optimizer steps as show each of `flashcards` rows about `passes` times
+    when they are `share` of the rows trained on (the rest mixed in), and for at least `min_steps`. A schedule in
+    steps fits any file, where epochs over a mixed file count the rows mixed in. An explicit `max_steps` wins."""
+    if passes <= 0 or training_args.max_steps > 0:
+        return
+    rows_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    steps = passes * flashcards / (share * rows_per_step * world_size())
+    training_args.max_steps = max(min_steps, int(round(steps, 6)))  # 0.6 x 8 is 4.800000000000001
+    logger.info(f"{flashcards} flashcards, {share:.0%} of the rows, each seen ~{passes:g} times: training for "
+                f"{training_args.max_steps} steps")  # fmt: skip
+
+
 def _config_path(args: list[str]) -> str | None:
     for i, arg in enumerate(args):
         if arg == "--config" and i + 1 < len(args):

@@ -7,6 +7,7 @@ upgrades transformers or TRL checks here whether each is still needed.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 import datasets
@@ -21,7 +22,8 @@ class _DropMessages(logging.Filter):
         self.starts = starts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.starts)
+        message = re.sub(r"^\[RANK \d+\] ", "", str(record.msg))  # accelerate's logger prefixes the process
+        return not message.startswith(self.starts)
 
 
 def silence_library_noise() -> None:
@@ -40,6 +42,12 @@ def silence_library_noise() -> None:
     generation = logging.getLogger("transformers.generation.utils")
     if not any(isinstance(f, _DropMessages) for f in generation.filters):
         generation.addFilter(_DropMessages("Passing `generation_config` together with generation-related"))
+    # TRL 1.12 warns that padding-free SFT (a batch's rows end to end) is known to work with FlashAttention only;
+    # transformers 5.x's SDPA and eager attention build the mask from the position ids and keep each row apart
+    # (tests/test_real_models.py checks the loss against padded batches).
+    sft = logging.getLogger("trl.trainer.sft_trainer")
+    if not any(isinstance(f, _DropMessages) for f in sft.filters):
+        sft.addFilter(_DropMessages("Padding-free training is enabled, but the attention implementation is not set"))
 
 
 def use_causal_lm_loss(model: PreTrainedModel) -> PreTrainedModel:
