@@ -74,7 +74,7 @@ def sft_batches(steps: int):
     from toyllm.recipes import sft
     from trl import SFTTrainer
 
-    from toyllm.args import parse_recipe_args
+    from toyllm.args import allow_padding_free, parse_recipe_args
     from toyllm.data import load_data, load_splits, mix_replay
     from toyllm.model import load_causal_lm
     from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
@@ -89,6 +89,7 @@ def sft_batches(steps: int):
     train = mix_replay(train, prompts, model, tokenizer, script_args.replay_fraction, training_args.seed,
                        script_args.replay_max_new_tokens)  # fmt: skip
     (train,) = fit_loss_to_template(tokenizer, training_args, "smollm2", train)
+    allow_padding_free(training_args)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
     loader = trainer.get_train_dataloader()
     batches = []
@@ -108,7 +109,8 @@ def loop(steps: int) -> dict:
     model.train()
     tokens, start = 0, time.perf_counter()
     for batch in batches:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"])
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+        out = model(**inputs, labels=batch["labels"])  # padding-free: position ids keep the rows apart
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args, steps_for_passes
+from toyllm.args import RecipeArguments, allow_padding_free, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay
 from toyllm.errors import UserError, exit_on_user_error
@@ -116,11 +116,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     )
     steps_for_passes(script_args.flashcard_passes, script_args.min_steps, training_args, flashcards, flashcard_share)
     fit_schedule(script_args, training_args, len(train_dataset))
-    if training_args.padding_free:
-        # TRL 1.12 refuses padding_free with a max_length unless it packs, because it then truncates nothing. Every
-        # row of a local file was checked against max_length as it was read (a replay prompt with room for its
-        # answer), so none needs it; rows of a Hub dataset are trained whole.
-        training_args.max_length = None
+    allow_padding_free(training_args)
 
     # Training
     trainer = SFTTrainer(

@@ -113,6 +113,14 @@ def steps_for_passes(
                 f"{training_args.max_steps} steps")  # fmt: skip
 
 
+def allow_padding_free(training_args: TrainingArguments) -> None:
+    """TRL 1.12 refuses `padding_free` with a `max_length` unless it packs, because it then truncates nothing. Every
+    row of a local file was checked against max_length as it was read (a replay prompt with room for its answer), so
+    none needs truncating: max_length is dropped once the rows are loaded. Rows of a Hub dataset are trained whole."""
+    if getattr(training_args, "padding_free", False) and not getattr(training_args, "packing", False):
+        training_args.max_length = None
+
+
 def _config_path(args: list[str]) -> str | None:
     for i, arg in enumerate(args):
         if arg == "--config" and i + 1 < len(args):
