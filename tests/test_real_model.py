@@ -19,7 +19,7 @@ from stage_chain import RECIPES
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl import ModelConfig, SFTTrainer
 
-from toyllm.args import parse_recipe_args
+from toyllm.args import allow_padding_free, parse_recipe_args
 from toyllm.data import load_data
 from toyllm.generation import greedy_answers, normalise
 from toyllm.merge import merge_adapter
@@ -105,6 +105,7 @@ def test_the_loss_covers_the_answer_never_the_default_system_prompt(real_model, 
     tokenizer = load_tokenizer(model_args)
     (dataset,) = fit_loss_to_template(tokenizer, training_args, str(real_model), load_data(flashcards, "flashcards"))
     model = load_causal_lm(str(real_model), ModelConfig(model_name_or_path=str(real_model)), tokenizer)
+    allow_padding_free(training_args)  # as the recipe does once the rows are loaded
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
     for row, card in zip(trainer.train_dataset, read_jsonl(flashcards)):
         trained = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
