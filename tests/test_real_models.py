@@ -16,10 +16,18 @@ from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassificatio
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
 from stage_chain import LORA, RECIPES
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
+from toyllm.generation import (
+    FULL_DISTRIBUTION,
+    chat_prompts,
+    generate_answers,
+    pad,
+    prompt_cache,
+    sampled_answers,
+)
 from toyllm.model import load_weights
 
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
@@ -238,3 +246,36 @@ def test_padding_free_sft_trains_the_loss_of_padded_batches(checkpoints, arch, t
         losses[padding_free] = logged(tmp_path / padding_free)
     assert len(losses["true"]) == 3
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_samples_of_a_prompt_share_its_cache_and_draw_what_repeated_prompts_draw(checkpoints, arch):
+    """sampled_answers reads each prompt once and repeats its key/value cache for its samples. The cache is the one
+    `generate` builds for the prompts repeated, position ids included (prompts of different lengths are padded on
+    the left; GPT-2's positions are absolute), and the seeded answers are those of the prompts repeated."""
+    folder = checkpoints.get(arch, "base")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    questions = ["who did alice follow", "what did the queen of hearts shout at the gardeners"]
+    prompts = chat_prompts(tokenizer, questions)
+    repeated_prompts = [p for p in prompts for _ in range(3)]
+    input_ids, attention_mask = pad(tokenizer, prompts, "left")
+    assert not attention_mask.all()  # one prompt is padded
+    shared_cache = prompt_cache(model, tokenizer, input_ids, attention_mask, 3)
+    input_ids, attention_mask = pad(tokenizer, repeated_prompts, "left")
+    repeated_cache = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=1,
+        return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id,
+    ).cache
+    repeated_cache.crop(-1)
+    for shared, repeated in zip(shared_cache.layers, repeated_cache.layers, strict=True):
+        torch.testing.assert_close(shared.keys, repeated.keys)
+        torch.testing.assert_close(shared.values, repeated.values)
+    set_seed(0)
+    repeated = generate_answers(model, tokenizer, repeated_prompts, 12, **FULL_DISTRIBUTION)
+    set_seed(0)
+    shared = sampled_answers(model, tokenizer, questions, 3, 12)
+    assert shared == repeated
+    assert len(set(shared)) > 2  # drawn, not one greedy answer

@@ -53,7 +53,7 @@ def generate_answers(
 ) -> list[str]:
     """What the model writes after each prompt (greedy unless `do_sample=True`), special tokens stripped; with
     `samples` > 1, that many answers per prompt, prompt after prompt."""
-    answers = generate_ids(model, tokenizer, [p for p in prompts for _ in range(samples)], max_new_tokens, **sampling)
+    answers = generate_ids(model, tokenizer, prompts, max_new_tokens, samples, **sampling)
     return [one_line(text) for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
 
@@ -73,14 +73,20 @@ def whole_sentences(text: str) -> str | None:
     return text[: ends[-1]].strip() if ends else None
 
 
-def generate_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, **sampling) -> torch.Tensor:
-    """The new token ids `generate` writes after each prompt (padded after an answer's end)."""
+def generate_ids(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, samples: int = 1, **sampling
+) -> torch.Tensor:
+    """The new token ids `generate` writes after each prompt (padded after an answer's end); with `samples` > 1, that
+    many rows per prompt, prompt after prompt, as if each prompt were repeated."""
     # Left padding, so every answer starts at the same index; generate() derives position ids from the mask.
     input_ids, attention_mask = pad(tokenizer, prompts, "left")
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     room = model.config.max_position_embeddings - input_ids.shape[1]
+    cache = prompt_cache(model, tokenizer, input_ids, attention_mask, samples) if samples > 1 else None
     output = model.generate(
-        input_ids=input_ids.to(model.device),
-        attention_mask=attention_mask.to(model.device),
+        input_ids=input_ids.repeat_interleave(samples, dim=0),
+        attention_mask=attention_mask.repeat_interleave(samples, dim=0),
+        cache=cache,
         max_new_tokens=max(1, min(max_new_tokens, room)),
         do_sample=sampling.pop("do_sample", False),
         eos_token_id=tokenizer.eos_token_id,
@@ -88,6 +94,22 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
         **sampling,
     )
     return output[:, input_ids.shape[1] :]
+
+
+def prompt_cache(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples: int):
+    """The prompts' key/value cache, each prompt read once and its rows repeated for its `samples` answers.
+
+    A chat prompt is mostly its template (SmolLM2's default system prompt is 16 of ~35 tokens), and reading it is
+    most of a short answer's cost on a CPU: four samples of a question read it once, not four times. `generate`
+    itself reads the prompts (one greedy step, no random draw), so the cache holds exactly what it would compute;
+    the last prompt token is dropped from it, as `generate` reads at least one token of what it is given.
+    """
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=False,
+                            return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    cache = output.cache
+    cache.crop(-1)
+    cache.batch_repeat_interleave(samples)
+    return cache
 
 
 def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
