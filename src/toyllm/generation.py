@@ -99,10 +99,10 @@ def generate_ids(
 def prompt_cache(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples: int):
     """The prompts' key/value cache, each prompt read once and its rows repeated for its `samples` answers.
 
-    A chat prompt is mostly its template (SmolLM2's default system prompt is 16 of ~35 tokens), and reading it is
-    most of a short answer's cost on a CPU: four samples of a question read it once, not four times. `generate`
-    itself reads the prompts (one greedy step, no random draw), so the cache holds exactly what it would compute;
-    the last prompt token is dropped from it, as `generate` reads at least one token of what it is given.
+    A chat prompt is mostly its template (a default system prompt, the turn markers), and on a CPU reading it is
+    much of a short answer's cost: the samples of a question read it once, not once each (benchmarks/RESULTS.md,
+    section 7). `generate` itself reads the prompts (one greedy step, no random draw), so the cache holds exactly
+    what it would compute; its last prompt token is dropped, as `generate` reads at least one token of its input.
     """
     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=False,
                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
