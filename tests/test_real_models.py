@@ -16,7 +16,13 @@ from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassificatio
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
 from stage_chain import LORA, RECIPES
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    MistralConfig,
+    set_seed,
+)
 
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
@@ -261,6 +267,7 @@ def test_samples_of_a_prompt_share_its_cache_and_draw_what_repeated_prompts_draw
     input_ids, attention_mask = pad(tokenizer, prompts, "left")
     assert not attention_mask.all()  # one prompt is padded
     shared_cache = prompt_cache(model, tokenizer, input_ids, attention_mask, 3)
+    assert shared_cache is not None
     input_ids, attention_mask = pad(tokenizer, repeated_prompts, "left")
     repeated_cache = model.generate(
         input_ids=input_ids,
@@ -279,3 +286,22 @@ def test_samples_of_a_prompt_share_its_cache_and_draw_what_repeated_prompts_draw
     shared = sampled_answers(model, tokenizer, questions, 3, 12)
     assert shared == repeated
     assert len(set(shared)) > 2  # drawn, not one greedy answer
+
+
+def test_samples_of_a_sliding_window_model_read_their_prompts_as_repeated_prompts(checkpoints):
+    """A sliding window full after the prompt cannot give back its last token: no shared cache, and the samples are
+    still those of the prompts repeated (a Mistral with a 4-token window)."""
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints.get("llama", "base"))
+    config = MistralConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=64, vocab_size=len(tokenizer), sliding_window=4,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    set_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    questions = ["who did alice follow", "what did the queen of hearts shout at the gardeners"]
+    input_ids, attention_mask = pad(tokenizer, chat_prompts(tokenizer, questions), "left")
+    assert prompt_cache(model, tokenizer, input_ids, attention_mask, 3) is None
+    set_seed(0)
+    repeated = generate_answers(model, tokenizer, [p for p in chat_prompts(tokenizer, questions) for _ in range(3)],
+                                12, **FULL_DISTRIBUTION)  # fmt: skip
+    set_seed(0)
+    assert sampled_answers(model, tokenizer, questions, 3, 12) == repeated

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from toyllm.defaults import MAX_NEW_TOKENS
 
@@ -97,16 +98,22 @@ def generate_ids(
 
 
 def prompt_cache(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples: int):
-    """The prompts' key/value cache, each prompt read once and its rows repeated for its `samples` answers.
+    """The prompts' key/value cache, each prompt read once and its rows repeated for its `samples` answers; None
+    where the model's cache is not one that can be cut and repeated (see below).
 
     A chat prompt is mostly its template (a default system prompt, the turn markers), and on a CPU reading it is
     much of a short answer's cost: the samples of a question read it once, not once each (benchmarks/RESULTS.md,
     section 7). `generate` itself reads the prompts (one greedy step, no random draw), so the cache holds exactly
     what it would compute; its last prompt token is dropped, as `generate` reads at least one token of its input.
+    Only full-attention dynamic layers are both: a sliding window's layer cannot drop a token once the window is
+    full, and static or linear-attention layers cannot be repeated (transformers 5.24), so such a model reads each
+    sample's prompt, as `generate` does on repeated prompts.
     """
     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=False,
                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     cache = output.cache
+    if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
     cache.crop(-1)
     cache.batch_repeat_interleave(samples)
     return cache
