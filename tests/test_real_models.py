@@ -26,6 +26,8 @@ from transformers import (
 
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
+from toyllm.data import load_data
+from toyllm.evaluate import RETENTION, contains, split_metrics
 from toyllm.generation import (
     FULL_DISTRIBUTION,
     chat_prompts,
@@ -36,6 +38,7 @@ from toyllm.generation import (
 )
 from toyllm.model import load_weights
 
+RETENTION_FILE = REPO / "recipes" / "smollm2-135m" / "retention.jsonl"
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
     "pretrain": ["--from_scratch", "false", "--max_steps", "2"],
     "sft": ["--max_steps", "2"],
@@ -234,6 +237,23 @@ def test_real_model_yaml_parses(path, tmp_path, monkeypatch):
     assert model_args.use_peft == path.stem.endswith("_lora")
     assert training_args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     assert "Qwen" in model_args.model_name_or_path or model_args.model_name_or_path.startswith("outputs/qwen2.5-0.5b")
+
+
+def test_retention_counts_an_answer_holding_the_reference_or_one_of_its_alternatives():
+    rows = {row["prompt"]: row for row in load_data(RETENTION_FILE, "eval").to_list()}
+    asked = [  # (question, answer, right)
+        ("What is 2 + 2?", "Two and two make four.", True),  # the reference's alternative
+        ("What is 2 + 2?", "The answer is 4.", True),
+        ("What is 2 + 2?", "It is fourteen.", False),  # "four" inside another word
+        ("How many days are in a week?", "A week is approximately 31 days.", False),
+        ("What is the capital of France?", "The capital of France is Paris.", True),  # a row without alternatives
+        ("What is the opposite of hot?", "The opposite of hot is cool.", False),
+    ]
+    picked = [rows[question] for question, _, _ in asked]
+    metrics = split_metrics(picked, [answer for _, answer, _ in asked], None, [0.0] * len(asked), [], None, 0)
+    assert metrics == {RETENTION: {"contains": 3 / 6}}
+    for row, (_, answer, right) in zip(picked, asked):
+        assert contains(answer, [row["reference"], *(row["alternatives"] or [])]) == right
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

@@ -2,7 +2,7 @@
 
 Formats (TRL's standard ones): language modeling `{"text"}`, conversational `{"messages"}`, prompt/completion
 `{"prompt", "completion"}`, preference `{"prompt", "chosen", "rejected"}`, prompt-only `{"prompt"}`, and our eval
-rows `{"prompt", "reference", "split"}`.
+rows `{"prompt", "reference", "split"}` (a retention row may add `"alternatives"`, other words a right answer uses).
 """
 
 from __future__ import annotations
@@ -135,6 +135,13 @@ def _check_row(kind: DataKind, r: _Row) -> None:
         for key in ("prompt", "reference", "split"):
             if r.require(key):
                 r.text(key, row[key])
+        alternatives = row.get("alternatives")
+        if alternatives is not None:
+            if not isinstance(alternatives, list):
+                r.problem("alternatives", f"expected a list of strings, got {type(alternatives).__name__}")
+            else:
+                for i, text in enumerate(alternatives):
+                    r.text(f"alternatives[{i}]", text)
 
 
 def _prompt_key(value) -> str:

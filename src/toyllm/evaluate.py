@@ -149,9 +149,10 @@ def ask(model, tokenizer, questions: list[str], how: str, max_new_tokens: int = 
 RETENTION = "retention"  # general questions a real instruct model answers before fine-tuning: what it kept
 
 
-def contains(answer: str, reference: str) -> bool:
-    """Whether the reference's words appear together in the answer ("paris" in "The capital is Paris.")."""
-    return f" {normalise(reference)} " in f" {normalise(answer)} "
+def contains(answer: str, references: list[str]) -> bool:
+    """Whether one reference's words appear together in the answer ("paris" in "The capital is Paris."; "4" or
+    "four" in "Two and two make four.")."""
+    return any(f" {normalise(reference)} " in f" {normalise(answer)} " for reference in references)
 
 
 def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, samples, sentences, samples_per_row) -> dict:
@@ -165,7 +166,8 @@ def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, sample
     metrics = {}
     for split, idx in by_split.items():
         if split == RETENTION:
-            metric = {"contains": sum(contains(answers[i], rows[i]["reference"]) for i in idx) / len(idx)}
+            right = [[rows[i]["reference"], *(rows[i].get("alternatives") or [])] for i in idx]
+            metric = {"contains": sum(contains(answers[i], refs) for i, refs in zip(idx, right)) / len(idx)}
         else:
             metric = {"exact_match": sum(normalise(answers[i]) == references[i] for i in idx) / len(idx)}
         if scores is not None:
