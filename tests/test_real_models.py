@@ -27,7 +27,7 @@ from transformers import (
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
 from toyllm.data import load_data
-from toyllm.evaluate import RETENTION, contains, split_metrics
+from toyllm.evaluate import RETENTION, contains, right_answers, split_metrics
 from toyllm.generation import (
     FULL_DISTRIBUTION,
     chat_prompts,
@@ -253,7 +253,7 @@ def test_retention_counts_an_answer_holding_the_reference_or_one_of_its_alternat
     metrics = split_metrics(picked, [answer for _, answer, _ in asked], None, [0.0] * len(asked), [], None, 0)
     assert metrics == {RETENTION: {"contains": 3 / 6}}
     for row, (_, answer, right) in zip(picked, asked):
-        assert contains(answer, [row["reference"], *(row["alternatives"] or [])]) == right
+        assert contains(answer, right_answers(row)) == right
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

@@ -152,7 +152,13 @@ RETENTION = "retention"  # general questions a real instruct model answers befor
 def contains(answer: str, references: list[str]) -> bool:
     """Whether one reference's words appear together in the answer ("paris" in "The capital is Paris."; "4" or
     "four" in "Two and two make four.")."""
-    return any(f" {normalise(reference)} " in f" {normalise(answer)} " for reference in references)
+    words = f" {normalise(answer)} "
+    return any(f" {normalise(reference)} " in words for reference in references)
+
+
+def right_answers(row: dict) -> list[str]:
+    """A retention row's reference and its alternatives, any of which a right answer contains."""
+    return [row["reference"], *(row.get("alternatives") or [])]
 
 
 def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, samples, sentences, samples_per_row) -> dict:
@@ -166,8 +172,7 @@ def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, sample
     metrics = {}
     for split, idx in by_split.items():
         if split == RETENTION:
-            right = [[rows[i]["reference"], *(rows[i].get("alternatives") or [])] for i in idx]
-            metric = {"contains": sum(contains(answers[i], refs) for i, refs in zip(idx, right)) / len(idx)}
+            metric = {"contains": sum(contains(answers[i], right_answers(rows[i])) for i in idx) / len(idx)}
         else:
             metric = {"exact_match": sum(normalise(answers[i]) == references[i] for i in idx) / len(idx)}
         if scores is not None:
