@@ -20,7 +20,7 @@ from toyllm.args import parse_recipe_args
 from toyllm.demo import stage_overrides
 from toyllm.errors import UserError
 from toyllm.generation import greedy_answers, whole_sentences
-from toyllm.ppo import rollout_threads
+from toyllm.model import rollout_threads
 from toyllm.stages import RECIPES
 from toyllm.toy import build_random_stage
 

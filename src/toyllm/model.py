@@ -3,7 +3,9 @@ in toyllm.toy)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -136,3 +138,31 @@ def load_scorer(path: str, model_args: ModelConfig, tokenizer: PreTrainedTokeniz
     """
     model = load_weights(AutoModelForSequenceClassification, path, num_labels=1, **model_init_kwargs(model_args))
     return fit_to_tokenizer(model, tokenizer)
+
+
+TOY_PARAMETERS = 5_000_000  # below this a CPU PPO or RLOO runs on one intra-op thread (benchmarks/threads.py)
+
+
+def rollout_threads(policy, threads: int) -> int:
+    """An RL stage's intra-op thread count (PPO, RLOO): one for a toy-sized policy on a CPU, unless
+    `OMP_NUM_THREADS` says otherwise.
+
+    The toy's rollout is thousands of tiny ops (one token at a time, 64-wide); splitting each over threads gains
+    little when the machine is quiet and collapses beside other busy processes (benchmarks/threads.py, figures in
+    benchmarks/RESULTS.md). A bigger model's matmuls do gain from threads, and a GPU run is not concerned.
+    """
+    if os.environ.get("OMP_NUM_THREADS") or next(policy.parameters()).device.type != "cpu":
+        return threads
+    return 1 if sum(p.numel() for p in policy.parameters()) < TOY_PARAMETERS else threads
+
+
+@contextlib.contextmanager
+def rollout_threads_for(policy):
+    """Train an RL stage with `rollout_threads`, restoring the process's thread count afterwards (the demo runs every
+    stage in one process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(rollout_threads(policy, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

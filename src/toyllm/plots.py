@@ -16,11 +16,13 @@ from matplotlib.figure import Figure
 from toyllm.stages import STAGE
 
 WIDTH_IN, DPI = 7.2, 100  # about 720 px wide
-PPO_KEYS = {
-    "objective/scores": "judge's score",
-    "objective/kl": "KL to the SFT model",
-    "objective/entropy": "entropy",
-    "objective/non_score_reward": "KL penalty (non-score reward)",
+# The RL stages' per-step curves: a panel's title and the key each trainer logs it under (TRL's PPO, then RLOO's)
+RL_KEYS = {
+    "judge's score": ("objective/scores", "reward"),
+    "KL to the SFT model": ("objective/kl",),  # PPO: summed over each answer's tokens
+    "KL to the SFT model, per token": ("kl",),  # RLOO: averaged over the answer tokens
+    "entropy": ("objective/entropy", "entropy"),
+    "KL penalty (non-score reward)": ("objective/non_score_reward",),
 }
 # Extra per-step curves of a stage: (log key, legend label, on the 0..1 axis on the right?)
 EXTRA_KEYS = [
@@ -75,17 +77,22 @@ def _ordered(names) -> list[str]:
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def _is_ppo(history: list[dict]) -> bool:
-    return any("objective/scores" in entry for entry in history)
+def _is_rl(history: list[dict]) -> bool:
+    """An online RL stage's log: the judge's score of its answers, per step."""
+    return any(key in entry for entry in history for key in RL_KEYS["judge's score"])
+
+
+def _rl_series(history: list[dict], title: str) -> tuple[list, list]:
+    return next((found for key in RL_KEYS[title] if (found := series(history, key))[1]), ([], []))
 
 
 def plot_training(histories: dict[str, list[dict]]) -> Figure | None:
-    """Training loss per step of every stage that logged one (PPO has its own plot), one panel each.
+    """Training loss per step of every stage that logged one (the RL stages have their own plot), one panel each.
 
     The reward model's pairwise accuracy and DPO's preference accuracy go on a 0..1 axis on the right; DPO's
     reward margin shares the left axis with the loss.
     """
-    stages = [n for n in _ordered(histories) if series(histories[n], "loss")[1] and not _is_ppo(histories[n])]
+    stages = [n for n in _ordered(histories) if series(histories[n], "loss")[1] and not _is_rl(histories[n])]
     if not stages:
         return None
     cols = 1 if len(stages) == 1 else 2
@@ -127,28 +134,28 @@ def plot_training(histories: dict[str, list[dict]]) -> Figure | None:
     return figure
 
 
-def plot_ppo(histories: dict[str, list[dict]]) -> Figure | None:
-    """PPO per step: the judge's score, the KL to the reference, the entropy and the KL penalty; one line per PPO
-    stage. Each PPO stage's score comes from the judge it trained against, and two judges' scales are unrelated, so
-    with several PPO stages every one gets a score panel of its own."""
-    stages = [n for n in _ordered(histories) if _is_ppo(histories[n])]
+def plot_rl(histories: dict[str, list[dict]]) -> Figure | None:
+    """The RL stages (PPO, RLOO) per step: the judge's score, the KL to the reference, the entropy and PPO's KL
+    penalty; one line per stage. Each stage's score comes from the judge it trained against, and two judges' scales
+    can be unrelated, so with several RL stages every one gets a score panel of its own."""
+    stages = [n for n in _ordered(histories) if _is_rl(histories[n])]
     panels = []  # (key, title, stages drawn on it)
-    for key, title in PPO_KEYS.items():
-        drawn = [n for n in stages if series(histories[n], key)[1]]
-        if key == "objective/scores" and len(drawn) > 1:
-            panels += [(key, f"{title}: {n} (its own judge)", [n]) for n in drawn]
+    for key in RL_KEYS:
+        drawn = [n for n in stages if _rl_series(histories[n], key)[1]]
+        if key == "judge's score" and len(drawn) > 1:
+            panels += [(key, f"{key}: {n} (its own judge)", [n]) for n in drawn]
         elif drawn:
-            panels.append((key, title, drawn))
+            panels.append((key, key, drawn))
     if not panels:
         return None
     cols = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / cols)
     figure, axes = _new_figure(rows, cols, 2.5)
-    figure.suptitle("PPO, per training step", fontsize=12)
+    figure.suptitle("RLHF, per training step", fontsize=12)
     for ax, (key, title, drawn) in zip(axes, panels):
         for name in drawn:
             number = stages.index(name)
-            steps, values = series(histories[name], key)
+            steps, values = _rl_series(histories[name], key)
             prefix = f"{name}: " if len(drawn) > 1 else ""
             if len(values) >= SMOOTH_FROM:  # a batch per step is noisy: the raw curve faint, its trend on top
                 window = max(5, len(values) // 20)
@@ -159,7 +166,7 @@ def plot_ppo(histories: dict[str, list[dict]]) -> Figure | None:
                 ax.plot(steps, values, color=f"C{number}", marker=".", label=f"{prefix}per step")
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("training step")
-        ax.set_ylabel(key.split("/", 1)[1].replace("_", " "))
+        ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         if len(ax.get_lines()) > 1:
             ax.legend(fontsize=7)

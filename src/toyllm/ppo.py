@@ -20,6 +20,7 @@ from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 from toyllm.errors import UserError  # noqa: E402
 from toyllm.generation import generate_answers, normalise  # noqa: E402
 from toyllm.launch import global_batch  # noqa: E402
+from toyllm.model import rollout_threads  # noqa: E402
 from toyllm.model_source import checkpoint_tokenizer  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -95,21 +96,6 @@ class PPOTrainer(TRLPPOTrainer):
             self.model = wrapped
         if self.accelerator.is_main_process and output_dir is not None:
             unwrapped.policy.generation_config.save_pretrained(output_dir)
-
-
-TOY_PARAMETERS = 5_000_000  # below this a CPU PPO runs on one intra-op thread (benchmarks/threads.py)
-
-
-def rollout_threads(policy, threads: int) -> int:
-    """PPO's intra-op thread count: one for a toy-sized policy on a CPU, unless `OMP_NUM_THREADS` says otherwise.
-
-    The toy's rollout is thousands of tiny ops (one token at a time, 64-wide); splitting each over threads gains
-    little when the machine is quiet and collapses beside other busy processes (benchmarks/threads.py, figures in
-    benchmarks/RESULTS.md). A bigger model's matmuls do gain from threads, and a GPU run is not concerned.
-    """
-    if os.environ.get("OMP_NUM_THREADS") or next(policy.parameters()).device.type != "cpu":
-        return threads
-    return 1 if sum(p.numel() for p in policy.parameters()) < TOY_PARAMETERS else threads
 
 
 def fill_rollout_batch(prompts, training_args):

@@ -11,7 +11,7 @@ from toyllm.data import DataFolder
 from toyllm.evaluate import evaluate_checkpoints
 from toyllm.feedback import round_metrics
 from toyllm.files import atomic_write_text
-from toyllm.plots import plot_metrics, plot_ppo, plot_rounds, plot_training, read_log_history, save_figure
+from toyllm.plots import plot_metrics, plot_rl, plot_rounds, plot_training, read_log_history, save_figure
 from toyllm.stages import TABLE, StageTable, round_name
 from toyllm.tables import (
     format_comparison,
@@ -41,7 +41,8 @@ def write_report(
     lines += [f"- **{name}**: {table[name].about if name in table else OTHER_STAGE}" for name in names]
     if stages:
         lines += _evolution_section(metrics) + _metrics_section(stages)
-    lines += _diagnostics_section(metrics) + _rounds_section(metrics) + _seconds_section(metrics)
+    lines += _diagnostics_section(metrics) + _rl_methods_section(stages, table)
+    lines += _rounds_section(metrics, table) + _seconds_section(metrics)
     lines += _plots_section(report_dir, _figures(output_dir, metrics, stage_dirs, table))
     path = report_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -103,18 +104,38 @@ def _diagnostics_section(metrics: dict) -> list[str]:
     return lines
 
 
-def _rounds_section(metrics: dict) -> list[str]:
+def _rl_methods_section(stages: dict, table: StageTable) -> list[str]:
+    """Where several RL stages met one judge: what to read in their neighbouring columns."""
+    shown = [name for name in table.rl_policies if name in stages]
+    if len(shown) < 2:
+        return []
+    return [
+        "",
+        "## One judge, two RL methods",
+        "",
+        f"{' and '.join(shown)} start from the same SFT model and maximise the same judge, round after round; only "
+        "the method differs (The stages, above). PPO judges each sampled answer against a value model it trains "
+        "beside the policy over a batch of different questions; RLOO samples several answers to each question and "
+        "judges each against the mean score of its siblings, so an answer gains only by beating the other answers "
+        "to its own question, and no second model is trained. Read their columns side by side: a judge's score "
+        "that rises while *exact* and *well-formed* fall is the judge being hacked, not the answers improving.",
+    ]
+
+
+def _rounds_section(metrics: dict, table: StageTable) -> list[str]:
     if not metrics.get("rounds"):
         return []
+    retrained = ", ".join(name for name in table.feedback_round if table[name].saves == "causal-lm")
     return [
         "",
         "## Feedback rounds",
         "",
-        "Each round after the first labels the previous PPO policy's sampled answers (a simulated labeller: a "
-        "known preferred answer beats any different sample), retrains the judge on the human pairs plus all the "
-        "feedback so far, and runs PPO again from the SFT model. *judge on new feedback* is how often the judge "
-        "that round's PPO optimised agrees with the labeller on that policy's own answers: low means PPO found "
-        "answers the judge over-rates. The scores are the last judge's.",
+        f"Each round after the first labels the previous {table.round_policy} policy's sampled answers (a simulated "
+        "labeller: a known preferred answer beats any different sample), retrains the judge on the human pairs plus "
+        f"all the feedback so far, and runs {retrained} again from the SFT model against it. *judge on new "
+        f"feedback* is how often the judge that round's {table.round_policy} optimised agrees with the labeller on "
+        "that policy's own answers: low means it found answers the judge over-rates. The scores are the last "
+        "judge's.",
         "",
         format_rounds_table(metrics["rounds"]),
     ]
@@ -134,7 +155,7 @@ def _figures(output_dir, metrics: dict, stage_dirs: dict, table: StageTable) -> 
     histories = {name: read_log_history(path) for name, path in stage_dirs.items()}
     figures = [
         ("training.png", "Training curves", plot_training(histories)),
-        ("ppo.png", f"PPO, per step{_shown(stage_dirs, table.round_policy)}", plot_ppo(histories)),
+        ("rl.png", f"RLHF, per step{_shown(stage_dirs, *table.rl_policies)}", plot_rl(histories)),
         ("metrics.png", "Evaluation per stage", plot_metrics(stages) if stages else None),
     ]
     if metrics.get("rounds"):
@@ -145,10 +166,10 @@ def _figures(output_dir, metrics: dict, stage_dirs: dict, table: StageTable) -> 
     return figures
 
 
-def _shown(stage_dirs: dict, stage: str | None) -> str:
-    """Which checkpoint a stage's plot shows, when it is a later round: " (ppo-2, the last round)"."""
-    folder = Path(stage_dirs[stage]).name if stage in stage_dirs else stage
-    return f" ({folder}, the last round)" if folder != stage else ""
+def _shown(stage_dirs: dict, *stages: str) -> str:
+    """Which checkpoints a plot of stages shows, when they are a later round: " (ppo-2, rloo-2: the last round)"."""
+    folders = [Path(stage_dirs[stage]).name for stage in stages if stage in stage_dirs]
+    return f" ({', '.join(folders)}: the last round)" if folders and folders != list(stages) else ""
 
 
 def _plots_section(report_dir: Path, figures: list[tuple]) -> list[str]:

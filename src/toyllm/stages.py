@@ -65,6 +65,13 @@ STAGES: tuple[Stage, ...] = (
         "moves toward higher scores while a KL penalty keeps it close to the SFT model.",
     ),
     Stage(
+        "rloo", "rloo", "prompts", "sft", "causal-lm", judge="reward", feedback_round=True,
+        also_reads=(("flashcards_dataset_name", "flashcards"),),  # the trained questions, kept by RLOO too
+        about="RLHF with RLOO (TRL `RLOOTrainer`), the online RL TRL keeps: the SFT model writes several answers to "
+        "each question, the judge scores them, and each answer is pushed up or down by how it compares with the "
+        "others to the same question; no value model, and a KL penalty keeps it close to the SFT model.",
+    ),
+    Stage(
         "dpo", "dpo", "preference", "sft", "causal-lm",
         also_reads=(("flashcards_dataset_name", "flashcards"),),
         about="Direct preference optimisation (TRL `DPOTrainer`): learns from the chosen/rejected pairs directly, "
@@ -100,6 +107,7 @@ class StageTable:
         self.feedback_round = tuple(row.name for row in rows if row.feedback_round)
         self.round_policy = next((n for n in self.feedback_round if self[n].saves == "causal-lm"), None)
         self.round_judge = self[self.round_policy].judge if self.round_policy else None
+        self.rl_policies = tuple(row.name for row in rows if row.judge and row.saves == "causal-lm")  # PPO, RLOO
 
     def __getitem__(self, name: str) -> Stage:
         return self.by_name[name]
