@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from toyllm.plots import plot_metrics, plot_ppo, plot_training, read_log_history, series
+from toyllm.plots import plot_metrics, plot_rl, plot_training, read_log_history, series
 from toyllm.report import write_report
 from toyllm.tables import format_comparison, format_metrics_table
 
@@ -119,7 +119,7 @@ def test_report_holds_every_stage_and_its_plots(tmp_path, stage_dirs):
     assert "## Base vs instruct" in text
     assert "| text | random | pretrain | sft | ppo | dpo |" in text
     assert "| alice followed the | alice followed the random | alice followed the pretrain |" in text
-    for png in ("training.png", "ppo.png", "metrics.png"):
+    for png in ("training.png", "rl.png", "metrics.png"):
         assert f"]({png})" in text  # relative links, beside report.md
         data = (path.parent / png).read_bytes()
         assert data[:8] == PNG_SIGNATURE
@@ -134,7 +134,7 @@ def test_report_without_logs_or_judge(tmp_path):
     stale.write_bytes(b"old")
     path = write_report(tmp_path, metrics, {"a": tmp_path / "missing", "b": tmp_path})
     text = path.read_text()
-    assert "training.png" not in text and "ppo.png" not in text and not stale.exists()
+    assert "training.png" not in text and "rl.png" not in text and not stale.exists()
     assert "](metrics.png)" in text and "| - |" in text
     assert "- **a**: " in text  # any name gets a sentence
     figure = plot_metrics(metrics["stages"])
@@ -148,14 +148,14 @@ def test_training_plot_series(stage_dirs):
     reward = next(ax for ax in figure.axes if ax.get_title() == "reward")
     assert reward.get_xlabel() == "training step" and reward.get_ylabel() == "loss"
     assert any(ax.get_ylabel() == "accuracy" for ax in figure.axes)
-    figure = plot_ppo(histories)
+    figure = plot_rl(histories)
     assert lines_by_panel(figure) == {
         "judge's score": 1, "KL to the SFT model": 1, "entropy": 1, "KL penalty (non-score reward)": 1,
     }  # fmt: skip
     assert all(ax.get_xlabel() == "training step" for ax in figure.axes if ax.get_visible())
     long_run = {"ppo": steps(100, objective__scores=lambda s: s % 7, objective__kl=lambda s: s / 100)}
     # a long, noisy run: the raw curve plus its moving average
-    assert lines_by_panel(plot_ppo(long_run)) == {"judge's score": 2, "KL to the SFT model": 2}
+    assert lines_by_panel(plot_rl(long_run)) == {"judge's score": 2, "KL to the SFT model": 2}
 
 
 def test_ppo_runs_scored_by_different_judges_never_share_a_score_axis():
@@ -165,9 +165,23 @@ def test_ppo_runs_scored_by_different_judges_never_share_a_score_axis():
         "ppo": steps(10, objective__scores=lambda s: s, objective__kl=lambda s: s / 10),
         "ppo-2": steps(10, objective__scores=lambda s: 100 - s, objective__kl=lambda s: s / 20),
     }
-    assert lines_by_panel(plot_ppo(histories)) == {
+    assert lines_by_panel(plot_rl(histories)) == {
         "judge's score: ppo (its own judge)": 1, "judge's score: ppo-2 (its own judge)": 1, "KL to the SFT model": 2,
     }  # fmt: skip
+
+
+def test_rloo_is_drawn_beside_ppo_with_its_own_score_and_its_per_token_kl():
+    """RLOO logs `reward` and a per-token `kl`, PPO `objective/scores` and a per-answer KL: one RL plot holds both,
+    never mixing the two KL scales on one axis, and RLOO's curves stay out of the loss panels."""
+    histories = {
+        "ppo": steps(10, objective__scores=lambda s: s, objective__kl=lambda s: s / 10),
+        "rloo": steps(10, reward=lambda s: s / 2, kl=lambda s: s / 100, loss=lambda s: 0.0),
+    }
+    assert lines_by_panel(plot_rl(histories)) == {
+        "judge's score: ppo (its own judge)": 1, "judge's score: rloo (its own judge)": 1,
+        "KL to the SFT model": 1, "KL to the SFT model, per token": 1,
+    }  # fmt: skip
+    assert plot_training(histories) is None
 
 
 def test_plots_tolerate_missing_keys_and_files(tmp_path):
@@ -181,8 +195,8 @@ def test_plots_tolerate_missing_keys_and_files(tmp_path):
     }
     assert series(histories["reward"], "loss") == ([1, 3], [0.7, 0.5])
     assert lines_by_panel(plot_training(histories)) == {"reward": 1}
-    assert lines_by_panel(plot_ppo(histories)) == {"judge's score": 1}
-    assert plot_training({"x": []}) is None and plot_ppo({"x": [{"loss": 1.0}]}) is None
+    assert lines_by_panel(plot_rl(histories)) == {"judge's score": 1}
+    assert plot_training({"x": []}) is None and plot_rl({"x": [{"loss": 1.0}]}) is None
 
 
 def test_metrics_plot_bars():

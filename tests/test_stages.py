@@ -71,8 +71,8 @@ def test_a_new_row_is_all_it_takes_for_the_demo_the_tables_and_the_cards(tmp_pat
     )
     steps = demo_steps(2, table)
     names = [step.name for step in steps]
-    assert names == ["random", "pretrain", "sft", "reward", "ppo", "label-1", "reward-2", "ppo-2", "label-2", "dpo",
-                     "kto", "judge2"]  # fmt: skip
+    assert names == ["random", "pretrain", "sft", "reward", "ppo", "rloo", "label-1", "reward-2", "ppo-2", "rloo-2",
+                     "label-2", "dpo", "kto", "judge2"]  # fmt: skip
     assert steps[-2] == Step("train", "kto") and steps[0] == Step("build", "random")
     args = stage_overrides(Step("train", "kto"), REPO / "data", tmp_path, seed=0, table=table)
     assert args[args.index("--dataset_name") + 1] == str(REPO / "data" / DATA_FILES["preference"])
@@ -91,14 +91,27 @@ def test_the_feedback_round_is_read_from_the_rows():
     """Which stages a round repeats is a field: a table without it runs no label steps."""
     table = StageTable(tuple(replace(row, feedback_round=False) for row in STAGES))
     assert table.round_policy is None and all(step.action != "label" for step in demo_steps(3, table))
-    assert (TABLE.round_policy, TABLE.round_judge, TABLE.feedback_round) == ("ppo", "reward", ("reward", "ppo"))
+    assert (TABLE.round_policy, TABLE.round_judge, TABLE.feedback_round) == ("ppo", "reward", ("reward", "ppo", "rloo"))
 
 
-def test_a_real_model_demo_runs_one_ppo_round_by_default_and_the_toy_two():
-    """On a CPU a real model's second round costs ~5 minutes and moved its held-out score by +0.00 and +0.11."""
+def test_rloo_meets_the_feedback_rounds_beside_ppo_against_each_rounds_judge(tmp_path):
+    """RLOO is retrained each round from the SFT model against that round's judge, as PPO is; the labeller reads
+    the round's first policy (PPO), and without PPO (a TRL that has none) RLOO's answers are the ones labelled."""
+    steps = [step.name for step in demo_steps(2, TABLE)]
+    assert steps[steps.index("reward-2") :] == ["reward-2", "ppo-2", "rloo-2", "label-2", "dpo"]
+    args = stage_overrides(Step("train", "rloo", 2), REPO / "data", tmp_path, seed=0)
+    assert args[args.index("--reward_model_path") + 1] == str(tmp_path / "reward-2")
+    assert args[args.index("--model_name_or_path") + 1] == str(tmp_path / "sft")
+    without_ppo = StageTable(tuple(row for row in STAGES if row.name != "ppo"))
+    assert (without_ppo.round_policy, without_ppo.round_judge) == ("rloo", "reward")
+    assert "label-1" in [step.name for step in demo_steps(2, without_ppo)]
+
+
+def test_a_real_model_demo_runs_one_rl_round_by_default_and_the_toy_two():
+    """A real model's second round costs minutes on a CPU for little (benchmarks/RESULTS.md)."""
     real = real_model_chain("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     assert [step.name for step in demo_steps(real.feedback_rounds, real.table)] == [
-        "instruct", "sft", "reward", "ppo", "label-1", "dpo"]  # fmt: skip
+        "instruct", "sft", "reward", "ppo", "rloo", "label-1", "dpo"]  # fmt: skip
     toy = toyllm.demo.TOY
     assert "ppo-2" in [step.name for step in demo_steps(toy.feedback_rounds, toy.table)]
 
