@@ -1,7 +1,10 @@
 # Two commands for a fresh machine with Python 3.11:  make demo  and  make test.
 # TORCH picks the PyTorch build; the default is the CPU wheel. With a GPU: make demo TORCH="torch==2.13.0 --index-url ..."
+# TRL picks TRL the same way: 1.12.0 is the last release with PPO; toyllm runs every other stage on any later one
+# (make demo TRL=trl==1.16.0: no PPO column, RLOO is the online RL).
 PYTHON ?= python3.11
 TORCH ?= torch==2.13.0
+TRL ?= trl==1.12.0
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -12,11 +15,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) "$(TRL)"
 	$(BIN)/pip install -q -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH) "$(TRL)"
 	$(BIN)/pip install -q -e ".[test]"
 
 demo: install

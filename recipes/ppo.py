@@ -20,9 +20,11 @@ from toyllm.errors import exit_on_user_error
 from toyllm.generation import chat_prompts
 from toyllm.launch import world_size
 from toyllm.model import context_length, load_causal_lm, load_scorer, model_config
-from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup, fill_rollout_batch  # TRL's PPO with its workarounds
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
+
+with exit_on_user_error():  # TRL 1.13 and later have no PPO: one line saying which TRL has it
+    from toyllm.ppo import PPOConfig, PPOTrainer, check_ppo_setup, fill_rollout_batch  # TRL's PPO, its workarounds
 
 
 @dataclass

@@ -54,9 +54,10 @@ def stage_arguments(name: str, base: Path, upstream: Path, output_dir: Path, pro
         "--model_name_or_path", str(model), "--output_dir", str(output_dir / name),
         "--per_device_train_batch_size", str(batch), "--logging_steps", "1", *extra,
     ]  # fmt: skip
+    if STAGE[stage].judge:  # an RL stage, scored by the upstream chain's judge
+        args += ["--reward_model_path", str(upstream / STAGE[stage].judge)]
     if stage == "ppo":  # two rollouts of the toy's global batch, one optimisation pass each
-        judge = STAGE[stage].judge
-        args += ["--reward_model_path", str(upstream / judge), "--total_episodes", str(2 * TOY_BATCH["ppo"])]
+        args += ["--total_episodes", str(2 * TOY_BATCH["ppo"])]
         args += ["--num_ppo_epochs", "1", "--local_rollout_forward_batch_size", str(batch)]
     else:
         args += ["--max_steps", "2"]

@@ -25,7 +25,7 @@ def run_app(demo_run) -> RunApp:
 
 def test_every_stage_and_round_of_the_run_is_a_column(run_app, demo_run):
     names = [column.name for column in run_app.columns]
-    assert names == ["random", "pretrain", "sft", "ppo", "ppo-2", "dpo"]
+    assert names == ["random", "pretrain", "sft", "ppo", "ppo-2", "rloo", "rloo-2", "dpo"]
     assert {c.name: c.how for c in run_app.columns}["random"] == "as text, sampled"
     assert {c.name: c.how for c in run_app.columns}["pretrain"] == "as text"
     assert run_app.judge is not None and run_app.sentences  # the last judge (reward-2) and the story's sentences

@@ -12,7 +12,7 @@ SRC = REPO / "src" / "toyllm"
 # Each module's layer; a module may import toyllm modules of its own layer or below, never above. README's layout
 # section states the same rule.
 LAYERS = {
-    "base": ["__init__", "defaults", "errors", "files", "launch", "quiet", "resources", "stages"],
+    "base": ["__init__", "defaults", "errors", "files", "launch", "quiet", "resources", "stages", "versions"],
     "generation": ["generation"],
     "training": [
         "args",

@@ -146,8 +146,9 @@ def test_a_second_demo_into_the_same_folder_is_refused_and_names_the_first(tmp_p
     assert not (output / "random").exists()
 
 
-def test_the_tables_and_the_plot_say_which_round_the_ppo_column_is(demo_run):
+def test_the_tables_and_the_plot_say_which_round_the_rl_columns_are(demo_run):
     demo_dir, metrics = demo_run
-    assert metrics["stages"]["ppo"]["checkpoint"] == "ppo-2"
+    assert metrics["stages"]["ppo"]["checkpoint"] == "ppo-2" and metrics["stages"]["rloo"]["checkpoint"] == "rloo-2"
     report = (demo_dir / "report" / "report.md").read_text()
-    assert "| ppo (ppo-2) |" in report and "### PPO, per step (ppo-2, the last round)" in report
+    assert "| ppo (ppo-2) |" in report and "| rloo (rloo-2) |" in report
+    assert "### RLHF, per step (ppo-2, rloo-2: the last round)" in report and "## One judge, two RL methods" in report

@@ -12,10 +12,11 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from toyllm.generation import greedy_answers
 from toyllm.stages import POLICIES, STAGE, TRAINED
 
-LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss", "ppo": "loss/policy_avg"}
+LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss"}
+SCORE_KEY = {"ppo": "objective/scores", "rloo": "reward"}  # the judge's mean score of an RL step's answers
 
 
-@pytest.mark.parametrize("stage", [s for s in TRAINED if s != "ppo"])
+@pytest.mark.parametrize("stage", [s for s in TRAINED if not STAGE[s].judge])
 def test_training_loss_falls(demo_run, stage):
     output_dir, _ = demo_run
     losses = list(logged(output_dir / stage, LOSS_KEY[stage]).values())
@@ -23,9 +24,10 @@ def test_training_loss_falls(demo_run, stage):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_ppo_raises_the_judges_score_during_training(demo_run):
+@pytest.mark.parametrize("stage", [s for s in TRAINED if STAGE[s].judge])
+def test_rl_raises_the_judges_score_during_training(demo_run, stage):
     output_dir, _ = demo_run
-    scores = list(logged(output_dir / "ppo", "objective/scores").values())
+    scores = list(logged(output_dir / stage, SCORE_KEY[stage]).values())
     quarter = len(scores) // 4
     assert sum(scores[-quarter:]) / quarter > sum(scores[:quarter]) / quarter
 

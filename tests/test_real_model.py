@@ -3,7 +3,8 @@ from its PyPI wheel, with the shipped `recipes/smollm2-135m/` YAMLs (only the pa
 training overridden).
 
 Slow: `.ci/run` runs it after `make test`. SFT trains on four of Alice's flashcards for the steps the YAML's rule
-gives them (3.7 x 4 flashcards = 15, raised to its floor of 32); reward, PPO and DPO run a step or a rollout each.
+gives them (3.7 x 4 flashcards = 15, raised to its floor of 32); reward, PPO, RLOO and DPO run a step or a rollout
+each.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SHORT = {
     "sft": ["--max_steps", "32", "--per_device_train_batch_size", "4", "--replay_max_new_tokens", "16"],
     "reward": ["--max_steps", "1", "--warmup_steps", "0"],  # one step at the full learning rate: the adapter moves
     "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],
+    "rloo": ["--max_steps", "1"],  # one step: 2 questions x 8 answers
     "dpo": ["--max_steps", "1", "--warmup_steps", "0"],
 }
 
@@ -66,7 +68,7 @@ def run(stage: str, output_dir: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def chain(real_model, flashcards, tmp_path_factory) -> dict[str, Path]:
-    """SFT from the GGUF file, then the judge, PPO and DPO from the SFT adapter, each with LoRA as shipped."""
+    """SFT from the GGUF file, then the judge, PPO, RLOO and DPO from the SFT adapter, each with LoRA as shipped."""
     out = tmp_path_factory.mktemp("smollm2")
     cards = ["--flashcards_dataset_name", str(flashcards)]
     sft = run("sft", out / "sft", "--model_name_or_path", str(real_model), "--dataset_name", str(flashcards))
@@ -74,8 +76,10 @@ def chain(real_model, flashcards, tmp_path_factory) -> dict[str, Path]:
     reward = run("reward", out / "reward", *common, "--dataset_name", str(ALICE / "preference.jsonl"))
     ppo = run("ppo", out / "ppo", *common, "--reward_model_path", str(reward), "--gold_data_dir", str(ALICE),
               "--dataset_name", str(ALICE / "prompts.jsonl"))  # fmt: skip
+    rloo = run("rloo", out / "rloo", *common, "--reward_model_path", str(reward),
+               "--dataset_name", str(ALICE / "prompts.jsonl"))  # fmt: skip
     dpo = run("dpo", out / "dpo", *common, "--dataset_name", str(ALICE / "preference.jsonl"))
-    return {"sft": sft, "reward": reward, "ppo": ppo, "dpo": dpo, "root": out}
+    return {"sft": sft, "reward": reward, "ppo": ppo, "rloo": rloo, "dpo": dpo, "root": out}
 
 
 def chat_ids(folder: Path, question: str = "who did alice follow") -> torch.Tensor:
@@ -114,7 +118,7 @@ def test_the_loss_covers_the_answer_never_the_default_system_prompt(real_model, 
 
 
 def test_every_stage_saves_an_adapter_that_loads_as_its_model(chain):
-    for stage in ("sft", "ppo", "dpo"):
+    for stage in ("sft", "ppo", "rloo", "dpo"):
         assert (chain[stage] / "adapter_model.safetensors").is_file(), stage
         model = load_weights(AutoModelForCausalLM, chain[stage])
         assert model.config.model_type == "llama" and model.name_or_path == str(chain[stage].resolve())

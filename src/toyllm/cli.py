@@ -12,7 +12,7 @@ from pathlib import Path
 
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES, REAL_MODEL_FEEDBACK_ROUNDS
 from toyllm.errors import RESUME_HINT, UserError, exit_on_user_error
-from toyllm.stages import RECIPES
+from toyllm.stages import ALL_RECIPES
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -233,7 +233,7 @@ def _add_label(commands) -> None:
 
 
 def _add_recipes(commands) -> None:
-    for name in RECIPES:
+    for name in ALL_RECIPES:
         recipe = commands.add_parser(name, add_help=False, help=f"run recipes/{name}.py: --config toy/{name}.yaml "
                                      "or your own YAML, then any TRL flag (--help lists them)")  # fmt: skip
         recipe.add_argument("--num_processes", type=positive_int, default=None, help="launch through accelerate")
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     from toyllm.quiet import silence_library_noise
 
     silence_library_noise()  # recipes install it when they parse; merge, compare, chat, ... here
-    if args.command in RECIPES:
+    if args.command in ALL_RECIPES:
         args.recipe_args = recipe_args
     elif recipe_args:
         parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if twice:
             parser.error(f"--model: the name {twice!r} is given twice")
         args.model = dict(args.model)
-    with exit_on_user_error(getattr(args, "resume_hint", RESUME_HINT if args.command in RECIPES else None)):
+    with exit_on_user_error(getattr(args, "resume_hint", RESUME_HINT if args.command in ALL_RECIPES else None)):
         return args.func(args) or 0
 
 

@@ -44,8 +44,19 @@ from toyllm.feedback import feedback_paths, label_round
 from toyllm.instruct import build_instruct_stage, model_fingerprint
 from toyllm.report import evaluate_and_report
 from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
-from toyllm.stages import REAL_MODEL_TABLE, TABLE, StageTable, round_name, split_round
+from toyllm.stages import (
+    REAL_MODEL_STAGES,
+    REAL_MODEL_TABLE,
+    STAGES,
+    TABLE,
+    Stage,
+    StageTable,
+    not_installed,
+    round_name,
+    split_round,
+)
 from toyllm.toy import build_random_stage, random_fingerprint
+from toyllm.versions import missing_module_reason
 
 LOCK_FILE = ".toyllm_demo.lock"
 REAL_MODEL_RECIPES = RECIPES_DIR / "smollm2-135m"  # sized for a ~100M-parameter instruct model on a CPU
@@ -66,6 +77,7 @@ class Chain:
     feedback_rounds: int = FEEDBACK_ROUNDS  # the default of --feedback-rounds
     max_new_tokens: int = MAX_NEW_TOKENS
     judge_pairs: int | None = None  # pairs the judge's accuracy is measured on (None: all)
+    left_out: tuple[Stage, ...] = ()  # rows whose recipe the installed libraries cannot run (PPO on TRL >= 1.13)
 
     @property
     def asking(self) -> dict:
@@ -73,7 +85,7 @@ class Chain:
         return {"samples": self.eval_samples, "max_new_tokens": self.max_new_tokens, "judge_pairs": self.judge_pairs}
 
 
-TOY = Chain(TABLE, RECIPES_DIR / "toy")
+TOY = Chain(TABLE, RECIPES_DIR / "toy", left_out=not_installed(STAGES))
 
 
 def real_model_chain(model: str) -> Chain:
@@ -87,6 +99,7 @@ def real_model_chain(model: str) -> Chain:
         feedback_rounds=REAL_MODEL_FEEDBACK_ROUNDS,
         max_new_tokens=CHAT_MAX_NEW_TOKENS,
         judge_pairs=REAL_MODEL_JUDGE_PAIRS,
+        left_out=not_installed(REAL_MODEL_STAGES),
     )
 
 
@@ -293,6 +306,8 @@ def run_steps(run: DemoRun, rows: dict, feedback_rounds: int) -> dict:
     data, output_dir = run.data, run.output_dir
     steps = demo_steps(feedback_rounds, run.chain.table)
     total = len(steps) + 1
+    for row in run.chain.left_out:
+        progress(f"{row.name}: not run: {missing_module_reason(row.needs)}")
     for number, step in enumerate(steps, start=1):
         header = f"[{number}/{total}] {step.name:<8}"
         if step.action == "label":

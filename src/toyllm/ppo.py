@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-
-# TRL 1.12 warns (TRLExperimentalWarning) on every import of `trl.experimental`, where PPO lives: we pin the last
-# release that has it on purpose, so the warning tells our users nothing. Only this import is silenced.
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 from datasets import concatenate_datasets  # noqa: E402
+
+from toyllm.errors import UserError  # noqa: E402
+from toyllm.versions import PPO_MODULE, require_module  # noqa: E402
+
+require_module(PPO_MODULE)  # one line naming the TRL that has PPO, where the installed one has none
+
 from trl.experimental.ppo import PPOConfig  # noqa: E402, F401  (the recipe's config class, imported from here)
 from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
-from toyllm.errors import UserError  # noqa: E402
 from toyllm.generation import generate_answers, normalise  # noqa: E402
 from toyllm.launch import global_batch  # noqa: E402
 from toyllm.model import rollout_threads  # noqa: E402

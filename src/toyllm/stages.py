@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from toyllm.versions import PPO_MODULE, has_module
+
 # The five files of a data folder, by the kind of rows they hold (see toyllm.data.DATA_FILES).
 DataKind = Literal["pretrain", "flashcards", "preference", "prompts", "eval"]
 Saves = Literal["causal-lm", "scorer"]
@@ -30,6 +32,7 @@ class Stage:
     also_reads: tuple[tuple[str, DataKind], ...] = ()  # recipe arguments that name another file of the data folder
     reads_folder: tuple[str, ...] = ()  # recipe arguments that name the data folder itself
     feedback_round: bool = False  # trained again in each feedback round, on the judge's new training data
+    needs: str | None = None  # a module its recipe imports that not every accepted library version ships
     about: str = ""  # one sentence in the report and in the model card
 
 
@@ -58,7 +61,7 @@ STAGES: tuple[Stage, ...] = (
         "answers and is not itself a chat model, so it has no column in the tables.",
     ),
     Stage(
-        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", feedback_round=True,
+        "ppo", "ppo", "prompts", "sft", "causal-lm", judge="reward", feedback_round=True, needs=PPO_MODULE,
         also_reads=(("flashcards_dataset_name", "flashcards"),),  # the trained questions, kept by PPO too
         reads_folder=("gold_data_dir",),  # the labeller's verdict on its prompts, logged while it trains
         about="RLHF with PPO (TRL `PPOTrainer`): the SFT model samples answers, the judge scores them, and the policy "
@@ -134,9 +137,19 @@ def split_round(name: str, table: StageTable | None = None) -> tuple[str, int]:
     return (stage, int(number)) if stage in (table or TABLE) and number.isdigit() else (name, 1)
 
 
-TABLE = StageTable(STAGES)
-REAL_MODEL_TABLE = StageTable(REAL_MODEL_STAGES)
-STAGE = TABLE.by_name
+def installed(rows: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    """The rows whose recipe the installed libraries can run (a TRL without PPO drops the ppo row)."""
+    return tuple(row for row in rows if row.needs is None or has_module(row.needs))
+
+
+def not_installed(rows: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    return tuple(row for row in rows if row not in installed(rows))
+
+
+ALL_RECIPES = StageTable(STAGES).recipes  # every recipe toyllm ships: the CLI names them all, and says what is missing
+TABLE = StageTable(installed(STAGES))
+REAL_MODEL_TABLE = StageTable(installed(REAL_MODEL_STAGES))
+STAGE = StageTable(STAGES).by_name  # every row, installed or not: a recipe reads its own
 TRAINED, POLICIES, RECIPES = TABLE.trained, TABLE.policies, TABLE.recipes
 
 
