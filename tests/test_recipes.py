@@ -9,10 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import ALICE, OZ, REPO, logged, read_jsonl
+from conftest import ALICE, OZ, REPO, logged, needs_ppo, read_jsonl, without_ppo
 from toyllm.recipes import dpo, pretrain, reward, sft
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -97,10 +98,12 @@ def test_pretrain_from_scratch_never_rebuilds_another_storys_random_checkpoint(t
     ("stage", "args"),
     [
         ("pretrain", ["--model_name_or_path", "{demo}/random", "--from_scratch", "false", "--max_steps", "3"]),
-        (
+        pytest.param(
             "ppo",
             ["--model_name_or_path", "{demo}/sft", "--reward_model_path", "{demo}/reward", "--total_episodes", "16"],
+            marks=needs_ppo,
         ),
+        ("rloo", ["--model_name_or_path", "{demo}/sft", "--reward_model_path", "{demo}/reward", "--max_steps", "2"]),
         ("dpo", ["--model_name_or_path", "{demo}/sft", "--max_steps", "2", "--min_steps", "0"]),
     ],
 )
@@ -118,6 +121,18 @@ def test_a_recipe_run_shows_its_training_bar_and_no_library_noise(demo_run, stag
                   "examples/s]"):  # fmt: skip
         assert noise not in output, f"{noise!r} in:\n{output[-3000:]}"
     assert "it/s]" in result.stderr  # the training bar
+
+
+@without_ppo
+@pytest.mark.parametrize("command", [["recipes/ppo.py", "--config", "recipes/toy/ppo.yaml"],
+                                     ["-m", "toyllm.cli", "ppo", "--config", "toy/ppo.yaml"]])  # fmt: skip
+def test_with_a_trl_that_has_no_ppo_the_ppo_recipe_names_the_trl_that_has(command):
+    result = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: TRL {version('trl')} has no PPO (removed in TRL 1.13); pip install trl==1.12.0 for it (make does: "
+        "TRL in the Makefile), or use the rloo stage"
+    ]
 
 
 def test_a_jsonl_file_is_evaluated_during_training_on_a_held_out_share(demo_run, tmp_path):

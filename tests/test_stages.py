@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, needs_ppo
 
 import toyllm.demo
 from toyllm.args import parse_recipe_args
@@ -19,7 +19,8 @@ from toyllm.card import write_model_card
 from toyllm.data import DATA_FILES
 from toyllm.demo import Step, demo_steps, last_checkpoints, real_model_chain, stage_overrides
 from toyllm.report import write_report
-from toyllm.stages import RECIPES, STAGE, STAGES, TABLE, TRAINED, Stage, StageTable
+from toyllm.stages import RECIPES, STAGE, STAGES, TABLE, TRAINED, Stage, StageTable, installed, not_installed
+from toyllm.versions import missing_module_reason
 
 TOY = REPO / "recipes" / "toy"
 
@@ -59,6 +60,7 @@ def test_the_demo_chains_stages_as_the_table_says(tmp_path):
         assert args[args.index("--dataset_name") + 1].endswith(DATA_FILES[STAGE[stage].data])
 
 
+@needs_ppo
 def test_a_new_row_is_all_it_takes_for_the_demo_the_tables_and_the_cards(tmp_path):
     """A stage added to a table (here a second preference stage on DPO's recipe, and a second judge) reaches the
     demo's steps and overrides, the tables' columns, the report and the cards, with no edit anywhere else."""
@@ -87,6 +89,7 @@ def test_a_new_row_is_all_it_takes_for_the_demo_the_tables_and_the_cards(tmp_pat
     assert "- **kto**: A new preference stage." in report
 
 
+@needs_ppo
 def test_the_feedback_round_is_read_from_the_rows():
     """Which stages a round repeats is a field: a table without it runs no label steps."""
     table = StageTable(tuple(replace(row, feedback_round=False) for row in STAGES))
@@ -95,6 +98,7 @@ def test_the_feedback_round_is_read_from_the_rows():
     assert TABLE.feedback_round == ("reward", "ppo", "rloo")
 
 
+@needs_ppo
 def test_rloo_meets_the_feedback_rounds_beside_ppo_against_each_rounds_judge(tmp_path):
     """RLOO is retrained each round from the SFT model against that round's judge, as PPO is; the labeller reads
     the round's first policy (PPO), and without PPO (a TRL that has none) RLOO's answers are the ones labelled."""
@@ -108,6 +112,7 @@ def test_rloo_meets_the_feedback_rounds_beside_ppo_against_each_rounds_judge(tmp
     assert "label-1" in [step.name for step in demo_steps(2, without_ppo)]
 
 
+@needs_ppo
 def test_a_real_model_demo_runs_one_rl_round_by_default_and_the_toy_two():
     """A real model's second round costs minutes on a CPU for little (benchmarks/RESULTS.md)."""
     real = real_model_chain("models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -115,6 +120,15 @@ def test_a_real_model_demo_runs_one_rl_round_by_default_and_the_toy_two():
         "instruct", "sft", "reward", "ppo", "rloo", "label-1", "dpo"]  # fmt: skip
     toy = toyllm.demo.TOY
     assert "ppo-2" in [step.name for step in demo_steps(toy.feedback_rounds, toy.table)]
+
+
+def test_a_row_whose_module_is_missing_leaves_the_table_and_says_why():
+    """A stage whose recipe needs a module the installed libraries lack (PPO on TRL >= 1.13) is left out of the
+    table the demo runs, and the demo names it with the reason in one line."""
+    rows = STAGES + (Stage("xpo", "dpo", "preference", "sft", "causal-lm", needs="no_such_trl_module", about="."),)
+    assert [row.name for row in not_installed(rows)] == [row.name for row in not_installed(STAGES)] + ["xpo"]
+    assert "xpo" not in StageTable(installed(rows)) and "rloo" in StageTable(installed(rows))
+    assert missing_module_reason("no_such_trl_module") == "no_such_trl_module cannot be imported"
 
 
 def test_table_is_a_chain_from_random_and_every_recipe_exists():
