@@ -25,7 +25,8 @@ from story_grid import add_grid_arguments, grid_runs  # noqa: E402
 import toyllm.demo  # noqa: E402
 from toyllm.stages import TABLE  # noqa: E402
 
-STORIES = ["data/alice.md", *sorted(f"tests/data/stories/{p.name}" for p in Path("tests/data/stories").glob("*.md")),
+REPO = Path(__file__).resolve().parents[1]
+STORIES = ["data/alice.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "tests/data/stories").glob("*.md")),
            "tests/data/goldilocks", "tests/data/jack"]  # fmt: skip
 
 

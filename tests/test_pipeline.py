@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from conftest import ALICE, logged, read_jsonl
+from conftest import ALICE, REPO, logged, read_jsonl
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from toyllm.generation import greedy_answers
 from toyllm.stages import POLICIES, STAGE, TRAINED
+from toyllm.tables import format_comparison
 
 LOSS_KEY = {"pretrain": "loss", "sft": "loss", "reward": "loss", "dpo": "loss"}
 SCORE_KEY = {"ppo": "objective/scores", "rloo": "reward"}  # the judge's mean score of an RL step's answers
@@ -147,3 +149,17 @@ def test_diagnostics_tell_memorised_answers_from_unreachable_ones(demo_run):
     assert sft["trained"]["reference_logprob"] > -1 and sft["trained"]["sampled_exact"] >= 0.5
     assert sft["held_out"]["reference_logprob"] < sft["trained"]["reference_logprob"] - 3
     assert sft["trained"]["well_formed"] == 1.0 and random["trained"]["well_formed"] == 0.0
+
+
+def test_readmes_tables_are_what_the_seed_0_demo_prints(demo_run):
+    """README's evolution table (a selection of its rows) and its metrics table are what `make demo` prints: the
+    demo on Alice at seed 0, run here once for every test. The headline cannot drift from the code."""
+    _, metrics = demo_run
+    printed = format_comparison(metrics["stages"], metrics["responses"]).splitlines()
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## What the demo shows") : readme.index("The random model babbles")]
+    evolution, measured = (block.splitlines() for block in re.findall(r"(?:^\|.*\n)+", section, flags=re.M))
+    assert evolution[:2] == printed[:2]  # the header: a column per stage
+    assert len(evolution) > 4 and [row for row in evolution[2:] if row not in printed] == []
+    first = printed.index(measured[0])
+    assert measured == printed[first : first + len(measured)]

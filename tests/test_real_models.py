@@ -11,23 +11,27 @@ from pathlib import Path
 
 import pytest
 import torch
+import trl
 from conftest import ALICE, REPO, logged, prompt_prefix_mismatches
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
 from stage_chain import LORA, RECIPES
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     MistralConfig,
+    PreTrainedTokenizerFast,
     set_seed,
 )
 
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
 from toyllm.data import load_data
-from toyllm.evaluate import RETENTION, contains, right_answers, split_metrics
+from toyllm.evaluate import RETENTION, contains, document_mark, right_answers, split_metrics
 from toyllm.generation import (
     FULL_DISTRIBUTION,
     chat_prompts,
@@ -39,6 +43,7 @@ from toyllm.generation import (
 from toyllm.model import load_weights
 
 RETENTION_FILE = REPO / "recipes" / "smollm2-135m" / "retention.jsonl"
+TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 SHORT = {  # seconds, not minutes: a couple of optimizer steps, one PPO rollout
     "pretrain": ["--from_scratch", "false", "--max_steps", "2"],
     "sft": ["--max_steps", "2"],
@@ -325,3 +330,26 @@ def test_samples_of_a_sliding_window_model_read_their_prompts_as_repeated_prompt
                                 12, **FULL_DISTRIBUTION)  # fmt: skip
     set_seed(0)
     assert sampled_answers(model, tokenizer, questions, 3, 12) == repeated
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("template", "bos", "eos", "marks"),
+    [
+        (CHATML, "<|im_start|>", "<|im_end|>", ("", "")),  # SmolLM2: both open or close every turn
+        ((TRL_TEMPLATES / "llama3.jinja").read_text(), "<|begin_of_text|>", "<|eot_id|>", ("<|begin_of_text|>", "")),
+        ((REPO / "toy_config" / "chat_template.jinja").read_text(), "[BOS]", "[EOS]", ("[BOS]", "[EOS]")),
+        (None, "[BOS]", "[EOS]", ("[BOS]", "[EOS]")),  # no template: the tokens are a document's
+    ],
+    ids=["chatml", "llama3", "toy", "none"],
+)
+def test_perplexity_reads_plain_text_as_a_document_never_as_a_chat_turn(template, bos, eos, marks):
+    """A chat model's BOS/EOS that open and close each turn are not put around plain text (SmolLM2's perplexity of
+    story sentences otherwise reads in the thousands); a document's start, such as Llama 3's, is."""
+    words = Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2, bos: 3, eos: 4}, unk_token="[UNK]"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", bos_token=bos, eos_token=eos)
+    tokenizer.chat_template = template
+    assert (document_mark(tokenizer, bos), document_mark(tokenizer, eos)) == marks

@@ -52,11 +52,27 @@ def reference_logprobs(model, tokenizer, questions: list[str], references: list[
 
 
 def perplexity(model, tokenizer, texts: list[str]) -> float:
-    """Perplexity of plain text ([BOS] text [EOS]), averaged over every predicted token."""
-    rows = [tokenizer(tokenizer.bos_token + text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-            for text in texts]  # fmt: skip
+    """Perplexity of plain text as the model reads a document, averaged over every predicted token: the toy's
+    `[BOS] text [EOS]`; a chat model's text with the marks it puts around a document, never a chat turn's."""
+    start, end = (document_mark(tokenizer, token) for token in (tokenizer.bos_token, tokenizer.eos_token))
+    rows = [tokenizer(start + text + end, add_special_tokens=False)["input_ids"] for text in texts]
     logprobs = torch.cat(token_logprobs(model, tokenizer, rows))
     return math.exp(-logprobs.mean().item())
+
+
+def document_mark(tokenizer, token: str | None) -> str:
+    """`token` (the BOS or EOS) where it marks a document's start or end, "" where it marks every chat turn or there
+    is none. SmolLM2's BOS is `<|im_start|>` and its EOS `<|im_end|>`, which open and close each turn: put around
+    plain text they make a chat turn of it (its perplexity then reads in the thousands). The toy's `[BOS]` and
+    Llama 3's `<|begin_of_text|>` appear once in a chat, as a document's start."""
+    if not token or not tokenizer.chat_template:
+        return token or ""
+    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    try:
+        rendered = tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception:  # a template that refuses this chat: the token is read as a document mark, as before
+        return token
+    return "" if rendered.count(token) > 1 else token
 
 
 def judge_scores(reward_model, tokenizer, questions: list[str], answers: list[str]) -> list[float]:
