@@ -93,8 +93,10 @@ def test_metrics_json_follows_the_contract(demo_run):
                 "reference_logprob",
                 "sampled_exact",
                 "well_formed",
+                "word_mixtures",
             }
             assert stage[split]["reference_logprob"] <= 0 and 0 <= stage[split]["well_formed"] <= 1
+            assert 0 <= stage[split]["word_mixtures"] <= 1
     assert set(metrics["judge"]["pairwise_accuracy"]) == splits - {"unseen"}  # unseen questions have no pairs
     assert len(metrics["responses"]) == len(read_jsonl(ALICE / "eval.jsonl"))
     assert all(set(POLICIES) <= set(row) for row in metrics["responses"])

@@ -31,7 +31,7 @@ from transformers import (
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
 from toyllm.data import load_data
-from toyllm.evaluate import RETENTION, contains, document_mark, right_answers, split_metrics
+from toyllm.evaluate import RETENTION, contains, document_mark, is_word_mixture, right_answers, split_metrics
 from toyllm.generation import (
     FULL_DISTRIBUTION,
     chat_prompts,
@@ -353,3 +353,13 @@ def test_perplexity_reads_plain_text_as_a_document_never_as_a_chat_turn(template
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", bos_token=bos, eos_token=eos)
     tokenizer.chat_template = template
     assert (document_mark(tokenizer, bos), document_mark(tokenizer, eos)) == marks
+
+
+def test_a_word_mixture_repeats_a_long_word_more_often_than_the_reference():
+    """The hacked judge's answers on a real model, told from a long answer that merely differs from the reference."""
+    reference = "Wendy was a girl who told stories."
+    assert is_word_mixture("wendy was a wendy", reference)
+    assert is_word_mixture("Wendy was captured by wendy wendy.", reference)
+    assert not is_word_mixture("Wendy was a brave girl who loved her brothers.", reference)
+    assert not is_word_mixture("a a a was was", reference)  # short words repeat in any sentence
+    assert not is_word_mixture("the rabbit saw the rabbit", "the rabbit saw the other rabbit")  # as the reference

@@ -4,7 +4,7 @@ diagnostics of RLHF: how reachable the reference answer is, and whether an answe
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -202,8 +202,16 @@ def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, sample
         metric["sampled_exact"] = sum(hits) / len(hits) if hits else 0.0
         if sentences is not None:
             metric["well_formed"] = sum(normalise(answers[i]) in sentences for i in idx) / len(idx)
+        metric["word_mixtures"] = sum(is_word_mixture(answers[i], references[i]) for i in idx) / len(idx)
         metrics[split] = metric
     return metrics
+
+
+def is_word_mixture(answer: str, reference: str) -> bool:
+    """An answer that repeats a word of four letters or more more often than its reference does ("wendy was a
+    wendy"): the gauge of a hacked judge on any model, where `well_formed` needs the story's own sentences."""
+    said, expected = Counter(normalise(answer).split()), Counter(normalise(reference).split())
+    return any(count > max(1, expected[word]) for word, count in said.items() if len(word) >= 4)
 
 
 def evaluate_checkpoints(

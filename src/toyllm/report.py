@@ -93,7 +93,8 @@ def _diagnostics_section(metrics: dict) -> list[str]:
         "how reachable the right answer is for PPO's sampling (-11 is one sample in 60,000). *sampled* is the "
         "share of answers sampled at temperature 1 that are exactly the reference; *well-formed* the share of "
         "greedy answers that are a sentence of the data folder (a mixture of words the model made up is not: the "
-        "gauge of reward hacking).",
+        "gauge of reward hacking); *mixtures* the share of greedy answers that repeat a word of four letters or "
+        "more more often than the reference does, the same gauge for a model that writes its own sentences.",
         "",
         format_diagnostics_table(stages),
     ]

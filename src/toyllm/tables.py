@@ -82,10 +82,11 @@ def format_metrics_table(stages: dict[str, dict]) -> str:
 
 
 def format_diagnostics_table(stages: dict[str, dict]) -> str:
-    """Per stage and split: the reference's log-probability, the sampling hit rate and the well-formed share."""
+    """Per stage and split: the reference's log-probability, the sampling hit rate, the well-formed share and the
+    share of word mixtures."""
     splits = _splits(stages)
     keys = [("reference_logprob", "logp", "{:+.1f}"), ("sampled_exact", "sampled", "{:.2f}"),
-            ("well_formed", "well-formed", "{:.2f}")]  # fmt: skip
+            ("well_formed", "well-formed", "{:.2f}"), ("word_mixtures", "mixtures", "{:.2f}")]  # fmt: skip
     header = ["stage", *(f"{split} {label}" for split in splits for _, label, _ in keys)]
     rows = [[name, *(fmt.format(stage[s][key]) if key in stage[s] else "-" for s in splits for key, _, fmt in keys)]
             for name, stage in stages.items()]  # fmt: skip
