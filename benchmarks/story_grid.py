@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +77,8 @@ def grid_runs(args: argparse.Namespace) -> Iterator[tuple[str, int, Path, Path]]
     """(story name, seed, data folder, a fresh output folder) for every story and seed, with the YAML edits applied;
     the output folders are removed at the end."""
     with tempfile.TemporaryDirectory() as tmp:
-        if args.set:  # the demo reads its YAMLs from here
-            toyllm.demo.RECIPES_DIR = edited_recipes(args.set, Path(tmp) / "recipes")
+        if args.set:  # the toy chain reads its YAMLs from here
+            toyllm.demo.TOY = replace(toyllm.demo.TOY, recipes=edited_recipes(args.set, Path(tmp) / "recipes") / "toy")
         for story in args.stories:
             data_dir, name = REPO / story, Path(story).stem
             if data_dir.suffix == ".md":  # a story in one file: its data folder, as `toyllm story` writes it

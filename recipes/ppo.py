@@ -15,7 +15,7 @@ from trl import ModelConfig, get_peft_config
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import DataFolder, add_flashcard_prompts, answerable, load_data, load_splits
+from toyllm.data import DataFolder, answerable, rl_prompts
 from toyllm.errors import exit_on_user_error
 from toyllm.generation import chat_prompts
 from toyllm.launch import world_size
@@ -55,17 +55,9 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     # the same index; prompt + answer must fit the context.
     tokenizer = load_tokenizer(model_args, padding_side="left")
     max_length = context_length(model_config(model_args.model_name_or_path))
-    train_dataset, eval_dataset = load_splits(
-        script_args,
-        stage.data,
-        tokenizer,
-        max_length,
-        training_args.eval_strategy != "no",
-        training_args.response_length,
+    train_dataset, eval_dataset = rl_prompts(
+        script_args, tokenizer, max_length, training_args.eval_strategy != "no", training_args.response_length
     )
-    if script_args.flashcards_dataset_name:
-        flashcards = load_data(script_args.flashcards_dataset_name, "flashcards")
-        train_dataset = add_flashcard_prompts(train_dataset, flashcards)
     train_dataset = fill_rollout_batch(train_dataset, training_args)
     check_ppo_setup(training_args, model_args.model_name_or_path, world_size())
 

@@ -15,7 +15,7 @@ from trl import ModelConfig, RLOOConfig, RLOOTrainer, get_peft_config
 
 from toyllm.args import RecipeArguments, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import add_flashcard_prompts, load_data, load_splits
+from toyllm.data import rl_prompts
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm, load_scorer, model_config, rollout_threads_for
 from toyllm.model_source import checkpoint_tokenizer
@@ -49,17 +49,9 @@ def main(script_args: RLOOScriptArguments, training_args: RLOOConfig, model_args
     # answer must fit the context
     tokenizer = load_tokenizer(model_args, padding_side="left")
     max_length = context_length(model_config(model_args.model_name_or_path))
-    train_dataset, eval_dataset = load_splits(
-        script_args,
-        stage.data,
-        tokenizer,
-        max_length,
-        training_args.eval_strategy != "no",
-        training_args.max_completion_length,
+    train_dataset, eval_dataset = rl_prompts(
+        script_args, tokenizer, max_length, training_args.eval_strategy != "no", training_args.max_completion_length
     )
-    if script_args.flashcards_dataset_name:
-        flashcards = load_data(script_args.flashcards_dataset_name, "flashcards")
-        train_dataset = add_flashcard_prompts(train_dataset, flashcards)
 
     # Models: the policy from the SFT checkpoint (TRL builds the frozen reference, or disables the adapter), the judge
     # from the reward checkpoint. The judge reads the answers as text through its own tokenizer and chat template.

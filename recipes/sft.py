@@ -15,8 +15,9 @@ from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, allow_padding_free, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay
+from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay, replayed
 from toyllm.errors import UserError, exit_on_user_error
+from toyllm.learned import Asked, StopWhenLearned
 from toyllm.model import context_length, load_causal_lm
 from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
@@ -61,8 +62,19 @@ class SFTScriptArguments(RecipeArguments):
         },  # fmt: skip
     )
 
+    stop_when_learned_every: int = field(
+        default=0,
+        metadata={
+            "help": "Every this many optimizer steps, ask the flashcards' questions (and the replay prompts) "
+            "greedily, log the shares answered and kept, and stop once every flashcard is answered; max_steps is the "
+            "budget. 0: train the whole schedule."
+        },  # fmt: skip
+    )
+
     def __post_init__(self):  # refused while parsing, before any model is loaded
         super().__post_init__()
+        if self.stop_when_learned_every < 0:
+            raise ValueError(f"stop_when_learned_every: {self.stop_when_learned_every}; a number of steps, 0 or more")
         if not 0 < self.replay_fraction < 1:
             raise ValueError(f"replay_fraction: {self.replay_fraction}; the share of replay rows lies between 0 and 1")
         if not 0 < self.ptx_fraction < 1:
@@ -96,40 +108,52 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
             "set assistant_only_loss: false (the loss then covers the completion)"
         )
-    flashcards, flashcard_share = len(train_dataset), 1.0
-    if script_args.ptx_dataset_name:
-        texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
-        train_dataset = mix_pretraining_text(
-            train_dataset, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues
-        )
-        flashcard_share *= 1 - script_args.ptx_fraction
-    if script_args.replay_prompts_dataset_name:
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
-                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
-        mixed = mix_replay(train_dataset, prompts, model, tokenizer, script_args.replay_fraction,
-                           training_args.seed, script_args.replay_max_new_tokens)  # fmt: skip
-        if len(mixed) > len(train_dataset):  # else nothing was replayed
-            flashcard_share *= 1 - script_args.replay_fraction
-        train_dataset = mixed
+    flashcard_rows = train_dataset
+    train_dataset, replay_rows, flashcard_share = mix_rows(script_args, training_args, train_dataset, model, tokenizer)
     train_dataset, eval_dataset = fit_loss_to_template(
         tokenizer, training_args, model_args.model_name_or_path, train_dataset, eval_dataset
     )
-    steps_for_passes(script_args.flashcard_passes, script_args.min_steps, training_args, flashcards, flashcard_share)
+    steps_for_passes(
+        script_args.flashcard_passes, script_args.min_steps, training_args, len(flashcard_rows), flashcard_share
+    )
     fit_schedule(script_args, training_args, len(train_dataset))
     allow_padding_free(training_args)
 
     # Training
+    callbacks = [checkpoint_marker(fingerprint)]
+    if script_args.stop_when_learned_every:
+        asked = (Asked.of(flashcard_rows, tokenizer), Asked.of(replay_rows, tokenizer))
+        callbacks.append(StopWhenLearned(*asked, every=script_args.stop_when_learned_every))
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[checkpoint_marker(fingerprint)],
+        callbacks=callbacks,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+
+
+def mix_rows(script_args: SFTScriptArguments, training_args: SFTConfig, flashcards, model, tokenizer) -> tuple:
+    """The flashcards with the story's sentences (ptx) and the model's own replayed answers mixed in: the rows, the
+    replayed rows, and the flashcards' share of the rows."""
+    rows, replay_rows, flashcard_share = flashcards, [], 1.0
+    if script_args.ptx_dataset_name:
+        texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
+        rows = mix_pretraining_text(rows, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues)
+        flashcard_share *= 1 - script_args.ptx_fraction
+    if script_args.replay_prompts_dataset_name:
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
+                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
+        mixed = mix_replay(rows, prompts, model, tokenizer, script_args.replay_fraction, training_args.seed,
+                           script_args.replay_max_new_tokens)  # fmt: skip
+        if len(mixed) > len(rows):  # else nothing was replayed
+            flashcard_share *= 1 - script_args.replay_fraction
+        rows, replay_rows = mixed, replayed(rows, mixed)
+    return rows, replay_rows, flashcard_share
 
 
 if __name__ == "__main__":

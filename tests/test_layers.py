@@ -23,6 +23,7 @@ LAYERS = {
         "data_checks",
         "hub",
         "instruct",
+        "learned",
         "merge",
         "model",
         "model_source",

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from toyllm.args import parse_recipe_args
 from toyllm.demo import stage_overrides
 from toyllm.errors import UserError
-from toyllm.generation import greedy_answers, whole_sentences
+from toyllm.generation import greedy_answers, normalise, whole_sentences
 from toyllm.model import rollout_threads
 from toyllm.stages import RECIPES
 from toyllm.toy import build_random_stage
@@ -208,3 +208,30 @@ def test_a_stage_run_with_other_settings_over_a_finished_one_names_the_fields_th
     with pytest.raises(UserError, match=r"fields that differ: learning_rate \(0.001 there, 0.0005 here\); pass "
                                         r"--overwrite"):  # fmt: skip
         sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, [*args, "--learning_rate", "0.0005"]))
+
+
+@pytest.mark.parametrize(("learning_rate", "budget", "stops_early"), [("1e-3", 500, True), ("0", 50, False)])
+def test_sft_stops_once_every_flashcard_is_answered_and_not_before(
+    demo_run, tmp_path, learning_rate, budget, stops_early
+):
+    """`stop_when_learned_every`: the flashcards' own questions are asked every N steps; training stops at the first
+    check that finds them all answered, and runs its whole budget when they cannot be learned (no learning)."""
+    demo_dir, _ = demo_run
+    args = ["--config", str(REPO / "recipes/toy/sft.yaml"), "--model_name_or_path", str(demo_dir / "pretrain"),
+            "--dataset_name", str(ALICE / "sft.jsonl"), "--ptx_dataset_name", str(ALICE / "pretrain.jsonl"),
+            "--output_dir", str(tmp_path / "sft"), "--max_steps", str(budget), "--stop_when_learned_every", "25",
+            "--learning_rate", learning_rate, "--save_strategy", "no"]  # fmt: skip
+    sft.main(*parse_recipe_args(sft.ARGUMENT_TYPES, args))
+    state = json.loads((tmp_path / "sft" / "trainer_state.json").read_text())
+    checks = [entry for entry in state["log_history"] if "flashcards/answered" in entry]
+    assert [entry["step"] for entry in checks] == list(range(25, state["global_step"] + 1, 25))
+    if stops_early:
+        assert state["global_step"] < budget and checks[-1]["flashcards/answered"] == 1.0
+        assert all(entry["flashcards/answered"] < 1.0 for entry in checks[:-1])
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sft")
+        cards = read_jsonl(ALICE / "sft.jsonl")
+        answers = greedy_answers(model, tokenizer, [c["messages"][-2]["content"] for c in cards])
+        assert [normalise(a) for a in answers] == [normalise(c["messages"][-1]["content"]) for c in cards]
+    else:
+        assert state["global_step"] == budget and checks[-1]["flashcards/answered"] < 1.0

@@ -297,6 +297,13 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
     )
 
 
+def replayed(chats: Dataset, mixed: Dataset) -> list[dict]:
+    """The rows `mix_replay` added to `chats`: the starting model's own answers, each once."""
+    before = {json.dumps(row, sort_keys=True) for row in chats}
+    added = {json.dumps(row, sort_keys=True): row for row in mixed if json.dumps(row, sort_keys=True) not in before}
+    return list(added.values())
+
+
 def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, seed: int) -> Dataset:
     """Pairs for the flashcard questions the preference file does not ask: the taught answer over up to `per_prompt`
     other questions' answers (drawn, seeded). A file of pairs for the held-out questions only (what a user writes:
@@ -342,6 +349,15 @@ def add_flashcard_prompts(prompts: Dataset, flashcards: Dataset) -> Dataset:
         return prompts
     added = [{column: row.get(column) for column in prompts.column_names} for row in added]
     return concatenate_datasets([prompts, Dataset.from_list(added).cast(prompts.features)])
+
+
+def rl_prompts(script_args, tokenizer, max_length: int, evaluate: bool, answer_length: int):
+    """An RL stage's (train, eval) prompts, each with room for an answer of `answer_length` tokens, the flashcard
+    questions they lack added to the training prompts (`flashcards_dataset_name`)."""
+    train, held_out = load_splits(script_args, "prompts", tokenizer, max_length, evaluate, answer_length)
+    if script_args.flashcards_dataset_name:
+        train = add_flashcard_prompts(train, load_data(script_args.flashcards_dataset_name, "flashcards"))
+    return train, held_out
 
 
 def preference_pairs(script_args, pairs: Dataset, seed: int) -> Dataset:

@@ -1,0 +1,74 @@
+"""SFT that watches what it teaches: every so many steps the flashcards' own questions are asked greedily, and the
+replay's general prompts too, and training stops once every flashcard is answered word for word.
+
+Only the training rows are asked (no evaluation question leaks into training). Both shares are written into the
+log history (`flashcards/answered`, `replay/kept`), so the log, `trainer_state.json` and the report's training plot
+show whether the facts were learned and whether the general answers were kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import TrainerCallback
+
+from toyllm.data import flashcard_turns
+from toyllm.data_checks import as_messages, last_content
+from toyllm.generation import generate_answers, normalise
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Questions as chat-prompt token ids, the answer each should get, and room for the longest of them."""
+
+    prompts: list[list[int]]
+    answers: list[str]
+    max_new_tokens: int
+
+    @classmethod
+    def of(cls, rows, tokenizer) -> Asked:
+        """SFT rows (messages, or prompt/completion) as questions and their taught answers."""
+        prompts, answers = [], []
+        for row in rows:
+            question, answer = flashcard_turns(row)
+            prompts.append(
+                tokenizer.apply_chat_template(as_messages(question, "user"), add_generation_prompt=True)["input_ids"]
+            )
+            answers.append(last_content(answer))
+        longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers), default=0)
+        return cls(prompts, answers, longest + 4)  # the end of turn, and a word tokenized otherwise in context
+
+    def share_answered(self, model, tokenizer) -> float | None:
+        if not self.prompts:
+            return None
+        said = generate_answers(model, tokenizer, self.prompts, self.max_new_tokens)
+        return sum(normalise(a) == normalise(b) for a, b in zip(said, self.answers)) / len(self.prompts)
+
+
+class StopWhenLearned(TrainerCallback):
+    """Every `every` optimizer steps: the share of flashcards answered and of replayed answers kept, logged; training
+    stops at the first check where every flashcard is answered (`max_steps` stays the budget)."""
+
+    def __init__(self, flashcards: Asked, replay: Asked, every: int):
+        self.flashcards, self.replay, self.every = flashcards, replay, every
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step % self.every and state.global_step < state.max_steps:
+            return
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            answered = self.flashcards.share_answered(model, processing_class)
+            kept = self.replay.share_answered(model, processing_class)
+        model.train(was_training)
+        entry = {"step": state.global_step, "flashcards/answered": answered}
+        if kept is not None:
+            entry["replay/kept"] = kept
+        state.log_history.append(entry)
+        if answered == 1.0 and state.global_step < state.max_steps:
+            logger.info(f"step {state.global_step}: every flashcard answered; training stops")
+            control.should_training_stop = True
