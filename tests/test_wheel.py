@@ -97,7 +97,7 @@ def test_a_typed_question_is_answered_by_every_stage_in_a_real_browser(installed
     bin_dir, empty = installed_demo
     run_dir, question = empty / "outputs" / "toy", "Who was Alice?"
     columns = RunFolders.read(run_dir).columns
-    assert [c.name for c in columns] == ["random", "pretrain", "sft", "ppo", "dpo"]  # one feedback round
+    assert [c.name for c in columns] == ["random", "pretrain", "sft", "ppo", "rloo", "dpo"]  # one feedback round
     expected = {c.name: generated(capsys, c.path, question, c.generate_flags(0)) for c in columns}
     with serving_app(bin_dir / "toyllm", run_dir, tmp_path / "app.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
