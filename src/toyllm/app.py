@@ -258,7 +258,10 @@ def stage_space(output_dir: str | Path, space_dir: str | Path, data_dir: str | P
         for path in run.data.files:
             shutil.copyfile(path, space_dir / "data" / path.name)
     requirements = [r for r in importlib.metadata.requires("toyllm") or [] if "extra ==" not in r]
-    (space_dir / "requirements.txt").write_text("\n".join([*requirements, f"gradio=={gradio.__version__}"]) + "\n")
+    # toyllm accepts a range of TRL versions; the Space runs the one this run was made with
+    requirements = [f"trl=={importlib.metadata.version('trl')}" if re.match(r"trl\b", r) else r for r in requirements]
+    pinned = [*requirements, f"gradio=={gradio.__version__}"]
+    (space_dir / "requirements.txt").write_text("\n".join(pinned) + "\n")
     (space_dir / "app.py").write_text(SPACE_APP)
     names = ", ".join(c.name for c in run.columns)
     (space_dir / "README.md").write_text(SPACE_CARD.format(gradio=gradio.__version__, columns=names))
