@@ -300,7 +300,7 @@ def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: flo
 def replayed(chats: Dataset, mixed: Dataset) -> list[dict]:
     """The rows `mix_replay` added to `chats`: the starting model's own answers, each once."""
     before = {json.dumps(row, sort_keys=True) for row in chats}
-    added = {json.dumps(row, sort_keys=True): row for row in mixed if json.dumps(row, sort_keys=True) not in before}
+    added = {key: row for row in mixed if (key := json.dumps(row, sort_keys=True)) not in before}
     return list(added.values())
 
 

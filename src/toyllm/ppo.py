@@ -20,7 +20,7 @@ from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer  # noqa: E402
 
 from toyllm.generation import generate_answers, normalise  # noqa: E402
 from toyllm.launch import global_batch  # noqa: E402
-from toyllm.model import rollout_threads  # noqa: E402
+from toyllm.model import rollout_threads_for  # noqa: E402
 from toyllm.model_source import checkpoint_tokenizer  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -57,21 +57,19 @@ class PPOTrainer(TRLPPOTrainer):
         - Speed: the loop calls `gc.collect()` twice per rollout; with transformers and TRL imported each scan costs
           far more than a toy rollout (benchmarks/RESULTS.md). Freezing the objects that exist before training makes
           each collect scan only what training adds; they are unfrozen when training ends. A toy policy on a CPU
-          trains on one intra-op thread (`rollout_threads`), restored afterwards.
+          trains on one intra-op thread (`rollout_threads_for`), restored afterwards.
         """
         wrapper = self.model
         policy = self.accelerator.unwrap_model(wrapper).policy
         aliased = not hasattr(wrapper, "policy")
         if aliased:
             object.__setattr__(wrapper, "policy", policy)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(rollout_threads(policy, threads))
         gc.freeze()
         try:
-            return super().train()
+            with rollout_threads_for(policy):
+                return super().train()
         finally:
             gc.unfreeze()
-            torch.set_num_threads(threads)
             if aliased:
                 del wrapper.__dict__["policy"]
 

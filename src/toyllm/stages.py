@@ -143,7 +143,7 @@ def installed(rows: tuple[Stage, ...]) -> tuple[Stage, ...]:
 
 
 def not_installed(rows: tuple[Stage, ...]) -> tuple[Stage, ...]:
-    return tuple(row for row in rows if row not in installed(rows))
+    return tuple(row for row in rows if row.needs is not None and not has_module(row.needs))
 
 
 ALL_RECIPES = StageTable(STAGES).recipes  # every recipe toyllm ships: the CLI names them all, and says what is missing
