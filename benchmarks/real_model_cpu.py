@@ -75,8 +75,9 @@ def sft_batches(steps: int):
     from trl import SFTTrainer
 
     from toyllm.args import allow_padding_free, parse_recipe_args
-    from toyllm.data import load_data, load_splits, mix_replay
+    from toyllm.data import load_data, load_splits
     from toyllm.model import load_causal_lm
+    from toyllm.replay import mix_replay, replay_answers
     from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
 
     args = ["--config", str(YAMLS / "sft.yaml"), "--output_dir", tempfile.mkdtemp(), "--max_steps", str(steps),
@@ -86,8 +87,8 @@ def sft_batches(steps: int):
     model = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
     train, _ = load_splits(script_args, "flashcards", tokenizer, training_args.max_length, False)
     prompts = load_data(script_args.replay_prompts_dataset_name, "prompts")
-    train = mix_replay(train, prompts, model, tokenizer, script_args.replay_fraction, training_args.seed,
-                       script_args.replay_max_new_tokens)  # fmt: skip
+    answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+    train = mix_replay(train, answers, script_args.replay_fraction, training_args.seed)
     (train,) = fit_loss_to_template(tokenizer, training_args, "smollm2", train)
     allow_padding_free(training_args)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)

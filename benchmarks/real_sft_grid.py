@@ -85,7 +85,7 @@ def ask_all(output_dir: Path, data: Path) -> dict:
     from toyllm.model_source import checkpoint_tokenizer
 
     rows = load_data(data / "eval.jsonl", "eval").to_list()
-    retention = load_data(real_model_chain(str(GGUF)).retention_file, "eval").to_list()
+    retention = load_data(real_model_chain(str(GGUF)).asking.retention_file, "eval").to_list()
     result = {}
     for stage in ("instruct", "sft", "dpo"):
         path = output_dir / stage
@@ -102,23 +102,54 @@ def ask_all(output_dir: Path, data: Path) -> dict:
     return result
 
 
-def one_run(name: str, source: Path, seed: int, levers: list[str], scratch: Path) -> dict:
-    from toyllm.instruct import build_instruct_stage
-
+def one_run(name: str, source: Path, seed: int, levers: list[str], scratch: Path, demo: bool) -> dict:
     data = data_folder(source, scratch)
     output_dir = scratch / f"{name}-seed{seed}"
+    if demo:
+        return whole_demo(name, data, output_dir, seed)
+    from toyllm.instruct import build_instruct_stage
+
     build_instruct_stage(str(GGUF), output_dir / "instruct", "instruct", overwrite=True)
     sft_seconds = train("sft", data, output_dir, seed, levers)
     dpo_seconds = train("dpo", data, output_dir, seed, levers)
+    return measured(name, seed, output_dir, sft_seconds, dpo_seconds) | ask_all(output_dir, data)
+
+
+def whole_demo(name: str, data: Path, output_dir: Path, seed: int) -> dict:
+    """`toyllm demo --model` itself: the same figures from its metrics.json, and its RL stages' (issue 37's table:
+    held-out exact, judge score and word mixtures, trained exact, retention, seconds, answers and the last KL)."""
+    from toyllm.demo import real_model_chain, run_demo
+
+    start = time.perf_counter()
+    metrics = run_demo(data, output_dir, seed, chain=real_model_chain(str(GGUF)))
+    stages, seconds = metrics["stages"], metrics["seconds"]
+    result = measured(name, seed, output_dir, seconds["sft"], seconds["dpo"]) | {
+        "demo_seconds": time.perf_counter() - start
+    }
+    kept = {stage: values["retention"]["contains"] for stage, values in stages.items()}
+    for stage, values in stages.items():
+        held_out = values["held_out"]
+        result |= {f"{stage}_trained": values["trained"]["exact_match"], f"{stage}_held_out": held_out["exact_match"],
+                   f"{stage}_held_out_judge": held_out["mean_reward"],
+                   f"{stage}_held_out_mixtures": held_out["word_mixtures"],
+                   f"{stage}_retention": kept[stage] / max(kept["instruct"], 1e-9)}  # fmt: skip
+    for stage in ("ppo", "rloo"):
+        if stage in stages:
+            history = json.loads((output_dir / stage / "trainer_state.json").read_text())["log_history"]
+            kls = [log.get("objective/kl", log.get("kl")) for log in history if "objective/kl" in log or "kl" in log]
+            result |= {f"{stage}_seconds": seconds[stage], f"{stage}_last_kl": kls[-1] if kls else None}
+    result["answers"] = metrics["responses"]
+    return result
+
+
+def measured(name: str, seed: int, output_dir: Path, sft_seconds: float, dpo_seconds: float) -> dict:
+    """SFT's steps and checks from its trainer_state.json, the seconds, and this process's peak memory."""
     state = json.loads((output_dir / "sft" / "trainer_state.json").read_text())
     checks = [log for log in state["log_history"] if "flashcards/answered" in log]
-    result = {"data": name, "seed": seed, "sft_steps": state["global_step"], "sft_budget": state["max_steps"],
-              "sft_seconds": round(sft_seconds, 1), "dpo_seconds": round(dpo_seconds, 1),
-              "sft_checks": [(log["step"], log["flashcards/answered"], log.get("replay/kept")) for log in checks],
-              **ask_all(output_dir, data)}  # fmt: skip
-    result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    result["goal_met"] = all(result[key] >= bound for key, bound in GOAL.items())
-    return result
+    return {"data": name, "seed": seed, "sft_steps": state["global_step"], "sft_budget": state["max_steps"],
+            "sft_seconds": round(sft_seconds, 1), "dpo_seconds": round(dpo_seconds, 1),
+            "sft_checks": [(log["step"], log["flashcards/answered"], log.get("replay/kept"))
+                           for log in checks]}  # fmt: skip
 
 
 def main() -> None:
@@ -127,24 +158,29 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--set", dest="levers", action="append", default=[], metavar="STAGE.KEY=VALUE")
     parser.add_argument("--out", default="", help="a name for this grid's results file")
+    parser.add_argument("--demo", action="store_true", help="run the whole `toyllm demo --model` (RL stages too)")
     parser.add_argument("--one", nargs=2, metavar=("DATA", "SEED"), help=argparse.SUPPRESS)  # a run's own process
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         name, seed = args.one
         source = FOLDERS.get(name, Path(name))
-        print(json.dumps(one_run(Path(name).stem, source, int(seed), args.levers, Path(args.scratch))))
+        result = one_run(Path(name).stem, source, int(seed), args.levers, Path(args.scratch), args.demo)
+        result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result["goal_met"] = all(result[key] >= bound for key, bound in GOAL.items())
+        print(json.dumps(result))
         return
     if not GGUF.exists():
         sys.exit(f"{GGUF} is missing: make real-model fetches it")
     out = REPO / "benchmarks" / f"real_sft_grid{'-' + args.out if args.out else ''}.json"
-    scratch = Path(tempfile.mkdtemp(prefix="real-sft-grid-"))
+    scratch = Path(tempfile.mkdtemp(prefix="real-sft-grid-"))  # each run's checkpoints stay there, for reading
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     runs = []
     for name in args.data:
         for seed in args.seeds:
             command = [sys.executable, __file__, "--one", name, str(seed), "--scratch", str(scratch)]
             command += [f"--set={lever}" for lever in args.levers]
+            command += ["--demo"] if args.demo else []
             done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 sys.exit(f"{name} seed {seed} failed:\n{done.stderr[-3000:]}")

@@ -12,9 +12,10 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
 from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_splits, preference_pairs
+from toyllm.data import load_data, load_splits, preference_pairs
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
+from toyllm.replay import replay_answers, replay_pairs
 from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import load_tokenizer
@@ -23,6 +24,24 @@ from toyllm.tokenizer import load_tokenizer
 @dataclass
 class DPOScriptArguments(PreferenceArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
+    replay_prompts_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; each answer "
+            "is preferred over replay_pairs_rejected of the story's answers, so DPO keeps answering the rest of the "
+            "world as it did."
+        },  # fmt: skip
+    )
+    replay_pairs_rejected: int = field(default=1, metadata={"help": "Story answers rejected per general prompt."})
+    replay_max_new_tokens: int = field(
+        default=48,
+        metadata={"help": "The longest replay answer, in tokens; a longer one is cut after its last whole sentence."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.replay_pairs_rejected < 0:
+            raise ValueError(f"replay_pairs_rejected: {self.replay_pairs_rejected}; a number of pairs, 0 or more")
 
 
 ARGUMENT_TYPES = (DPOScriptArguments, DPOConfig, ModelConfig)
@@ -44,6 +63,11 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
     train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
+    if script_args.replay_prompts_dataset_name:
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
+                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
+        answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+        train_dataset = replay_pairs(train_dataset, answers, script_args.replay_pairs_rejected, training_args.seed)
     fit_schedule(script_args, training_args, len(train_dataset))
 
     # Training

@@ -15,10 +15,11 @@ from trl.data_utils import is_conversational
 
 from toyllm.args import RecipeArguments, allow_padding_free, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_data, load_splits, mix_pretraining_text, mix_replay, replayed
+from toyllm.data import load_data, load_splits, mix_pretraining_text
 from toyllm.errors import UserError, exit_on_user_error
 from toyllm.learned import Asked, StopWhenLearned
 from toyllm.model import context_length, load_causal_lm
+from toyllm.replay import mix_replay, replay_answers, replayed
 from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
@@ -148,8 +149,8 @@ def mix_rows(script_args: SFTScriptArguments, training_args: SFTConfig, flashcar
     if script_args.replay_prompts_dataset_name:
         prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
                             reserve=script_args.replay_max_new_tokens)  # fmt: skip
-        mixed = mix_replay(rows, prompts, model, tokenizer, script_args.replay_fraction, training_args.seed,
-                           script_args.replay_max_new_tokens)  # fmt: skip
+        answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+        mixed = mix_replay(rows, answers, script_args.replay_fraction, training_args.seed)
         if len(mixed) > len(rows):  # else nothing was replayed
             flashcard_share *= 1 - script_args.replay_fraction
         rows, replay_rows = mixed, replayed(rows, mixed)

@@ -14,7 +14,7 @@ from toyllm.recipes import sft
 from transformers import AutoTokenizer
 
 from toyllm.args import parse_recipe_args
-from toyllm.chat import chat_loop, fit_history, load_chat_model, prompt_ids
+from toyllm.chat import Terminal, chat_loop, fit_history, load_chat_model, prompt_ids
 from toyllm.cli import main
 from toyllm.data import load_data
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS
@@ -70,7 +70,7 @@ def test_chat_through_a_pipe_prints_the_answers_alone(micro):
 
 def test_chat_at_a_terminal_prompts_and_labels(micro):
     out = io.StringIO()
-    chat_loop(micro, stdin=io.StringIO("who did alice follow\n\nwho was alice\n"), stdout=out, interactive=True)
+    chat_loop(micro, terminal=Terminal(io.StringIO("who did alice follow\n\nwho was alice\n"), out, interactive=True))
     assert out.getvalue().count("you> ") == 4  # two questions, one blank line, then EOF
     assert out.getvalue().count("bot> ") == 2
 
@@ -78,7 +78,7 @@ def test_chat_at_a_terminal_prompts_and_labels(micro):
 def test_chat_exit_command_and_ctrl_c(micro):
     out = io.StringIO()
     lines = io.StringIO("who was alice\n/exit\nwho did alice follow\n")
-    assert chat_loop(micro, stdin=lines, stdout=out, interactive=True) == 0
+    assert chat_loop(micro, terminal=Terminal(lines, out, interactive=True)) == 0
     assert out.getvalue().count("bot> ") == 1
 
     class CtrlC(io.StringIO):
@@ -86,7 +86,7 @@ def test_chat_exit_command_and_ctrl_c(micro):
             raise KeyboardInterrupt
 
     out = io.StringIO()
-    assert chat_loop(micro, stdin=CtrlC(), stdout=out, interactive=True) == 0
+    assert chat_loop(micro, terminal=Terminal(CtrlC(), out, interactive=True)) == 0
     assert out.getvalue().endswith("you> \n")
 
 
@@ -105,7 +105,7 @@ def test_chat_keeps_history_within_the_context(micro):
     )
     out = io.StringIO()
     lines = io.StringIO("who did alice follow\n" * 15)
-    assert chat_loop(micro, stdin=lines, stdout=out, history=True, interactive=True) == 0
+    assert chat_loop(micro, history=True, terminal=Terminal(lines, out, interactive=True)) == 0
     assert out.getvalue().count("bot> ") == 15
 
 
@@ -208,7 +208,8 @@ def test_chat_asks_each_line_on_its_own_by_default(micro, monkeypatch):
     monkeypatch.setattr(
         toyllm.chat, "answer", lambda model, tokenizer, messages, *rest, **options: seen.append(list(messages)) or "x"
     )
-    chat_loop(micro, stdin=io.StringIO("who did alice follow\nwho was alice\n"), stdout=io.StringIO(), system="s")
+    lines = io.StringIO("who did alice follow\nwho was alice\n")
+    chat_loop(micro, system="s", terminal=Terminal(lines, io.StringIO()))
     assert [[m["content"] for m in messages] for messages in seen] == [["s", "who did alice follow"],
                                                                       ["s", "who was alice"]]  # fmt: skip
 

@@ -11,13 +11,13 @@ from conftest import ALICE, logged, read_jsonl
 from toyllm.cli import main as toyllm
 from toyllm.data import DataFolder
 from toyllm.errors import UserError
-from toyllm.feedback import feedback_paths, label_round
+from toyllm.feedback import Labelling, feedback_paths, label_round
 from toyllm.generation import normalise
 
 
 def test_labeller_prefers_the_known_answer_to_every_different_sample(demo_run, tmp_path):
     demo_dir, _ = demo_run
-    pairs_path, judge_path = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, samples=8)
+    pairs_path, judge_path = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, Labelling(samples=8))
     pairs = read_jsonl(pairs_path)
     known = DataFolder(ALICE).known_answers()
     assert pairs and len({json.dumps(p, sort_keys=True) for p in pairs}) == len(pairs)  # no duplicate pair
@@ -31,13 +31,13 @@ def test_labeller_prefers_the_known_answer_to_every_different_sample(demo_run, t
 
 def test_labelled_pairs_are_kept_for_the_same_policy_and_refused_for_another(demo_run, tmp_path):
     demo_dir, _ = demo_run
-    pairs_path, _ = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, samples=4)
+    pairs_path, _ = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, Labelling(samples=4))
     edited = read_jsonl(pairs_path)[:1]  # a real labeller kept one pair
     pairs_path.write_text(json.dumps(edited[0]) + "\n")
-    _, judge_path = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, samples=4)
+    _, judge_path = label_round(demo_dir / "ppo", ALICE, 1, tmp_path, Labelling(samples=4))
     assert read_jsonl(pairs_path) == edited and read_jsonl(judge_path)[-1] == edited[0]
     with pytest.raises(UserError, match="labelled from another policy; pass --overwrite"):
-        label_round(demo_dir / "sft", ALICE, 1, tmp_path, samples=4)
+        label_round(demo_dir / "sft", ALICE, 1, tmp_path, Labelling(samples=4))
     assert read_jsonl(pairs_path) == edited
 
 

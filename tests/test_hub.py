@@ -22,7 +22,7 @@ from toyllm.recipes import sft
 
 from toyllm import cli
 from toyllm.args import parse_recipe_args
-from toyllm.card import recipe_command, write_model_card
+from toyllm.card import Made, recipe_command, write_model_card
 from toyllm.errors import UserError
 from toyllm.toy import build_random_checkpoint
 
@@ -51,7 +51,7 @@ def files_with_token(root: Path) -> list[str]:
 def checkpoint(tmp_path) -> Path:
     """A finished stage folder, with the local bookkeeping a recipe leaves next to the Hub files."""
     folder = build_random_checkpoint(ALICE, REPO / "toy_config", tmp_path / "sft", seed=0)
-    write_model_card(folder, stage="sft", trainer_name="SFTTrainer", command="python recipes/sft.py")
+    write_model_card(folder, Made("sft", "SFTTrainer", command="python recipes/sft.py"))
     (folder / "trainer_state.json").write_text("{}\n")
     (folder / "toyllm_stage.json").write_text('{"stage": "sft", "fingerprint": "0"}\n')
     (folder / "training_args.bin").write_bytes(b"a pickle that may hold hub_token")

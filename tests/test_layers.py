@@ -28,6 +28,8 @@ LAYERS = {
         "model",
         "model_source",
         "ppo",
+        "recipe_folder",
+        "replay",
         "resume",
         "story",
         "tokenizer",

@@ -2,9 +2,9 @@
 from its PyPI wheel, with the shipped `recipes/smollm2-135m/` YAMLs (only the paths, the data and the length of
 training overridden).
 
-Slow: `.ci/run` runs it after `make test`. SFT trains on four of Alice's flashcards for the steps the YAML's rule
-gives them (3.7 x 4 flashcards = 15, raised to its floor of 32); reward, PPO, RLOO and DPO run a step or a rollout
-each.
+Slow: `.ci/run` runs it after `make test`. SFT trains on four of Alice's flashcards within a budget of 32 steps and
+stops, as the YAML's rule says, at the first check (every 8 steps) where every flashcard is answered; reward, PPO,
+RLOO and DPO run a step or a rollout each.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ YAMLS = REPO / "recipes" / "smollm2-135m"
 VOCABULARY = 49_152  # SmolLM2's: no row is added for padding
 FLASHCARDS = 4
 SHORT = {
-    # The YAML's rule: ~3.7 x flashcards, at least 32 steps. For CI's time, batches of 4 rows (each flashcard is
-    # still seen ~19 times) and the general answers replayed up to 16 tokens (to their last whole sentence).
+    # A budget of 32 steps; for CI's time, batches of 4 rows and the general answers replayed up to 16 tokens (to
+    # their last whole sentence).
     "sft": ["--max_steps", "32", "--per_device_train_batch_size", "4", "--replay_max_new_tokens", "16"],
     "reward": ["--max_steps", "1", "--warmup_steps", "0"],  # one step at the full learning rate: the adapter moves
     "ppo": ["--total_episodes", "8", "--num_ppo_epochs", "1"],
@@ -94,6 +94,12 @@ def test_sft_learns_the_flashcards_with_a_small_adapter(chain, flashcards):
     model, tokenizer = load_weights(AutoModelForCausalLM, sft).eval(), AutoTokenizer.from_pretrained(sft)
     answers = greedy_answers(model, tokenizer, [card["messages"][-2]["content"] for card in cards], 24)
     assert [normalise(a) for a in answers] == [normalise(card["messages"][-1]["content"]) for card in cards]
+    # It stopped at the first check where every flashcard was answered, and logged the replay's answers kept.
+    state = json.loads((sft / "trainer_state.json").read_text())
+    checks = [log for log in state["log_history"] if "flashcards/answered" in log]
+    answered = [log["flashcards/answered"] for log in checks]
+    assert answered[-1] == 1.0 and all(share < 1.0 for share in answered[:-1])
+    assert checks[-1]["step"] == state["global_step"] <= 32 and all("replay/kept" in log for log in checks)
     # Padding uses SmolLM2's own <|endoftext|>: no embedding row is added, so the adapter holds LoRA weights only.
     assert tokenizer.pad_token == "<|endoftext|>" != tokenizer.eos_token == "<|im_end|>"
     assert len(tokenizer) == model.get_input_embeddings().weight.shape[0] == VOCABULARY

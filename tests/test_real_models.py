@@ -6,13 +6,16 @@ built locally (tests/realmodels.py): byte-level BPE tokenizers with a ChatML tem
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import trl
-from conftest import ALICE, REPO, logged, prompt_prefix_mismatches
+from conftest import ALICE, PPO_INSTALLED, REPO, logged, prompt_prefix_mismatches
 from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftConfig
 from realmodels import build_tiny_checkpoint, digest
 from safetensors.torch import load_file
@@ -31,7 +34,10 @@ from transformers import (
 from toyllm.args import parse_recipe_args
 from toyllm.cli import main as toyllm_cli
 from toyllm.data import load_data
-from toyllm.evaluate import RETENTION, contains, document_mark, is_word_mixture, right_answers, split_metrics
+from toyllm.demo import real_model_chain, recipe_modules
+from toyllm.errors import UserError
+from toyllm.evaluate import RETENTION, Answered, contains, document_mark, is_word_mixture, right_answers, split_metrics
+from toyllm.feedback import feedback_paths
 from toyllm.generation import (
     FULL_DISTRIBUTION,
     chat_prompts,
@@ -41,6 +47,8 @@ from toyllm.generation import (
     sampled_answers,
 )
 from toyllm.model import load_weights
+from toyllm.recipe_folder import read_recipe_folder
+from toyllm.stages import REAL_MODEL_TABLE
 
 RETENTION_FILE = REPO / "recipes" / "smollm2-135m" / "retention.jsonl"
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
@@ -255,7 +263,8 @@ def test_retention_counts_an_answer_holding_the_reference_or_one_of_its_alternat
         ("What is the opposite of hot?", "The opposite of hot is cool.", False),
     ]
     picked = [rows[question] for question, _, _ in asked]
-    metrics = split_metrics(picked, [answer for _, answer, _ in asked], None, [0.0] * len(asked), [], None, 0)
+    answered = Answered([answer for _, answer, _ in asked], None, [0.0] * len(asked), [[] for _ in asked])
+    metrics = split_metrics(picked, answered, None)
     assert metrics == {RETENTION: {"contains": 3 / 6}}
     for row, (_, answer, right) in zip(picked, asked):
         assert contains(answer, right_answers(row)) == right
@@ -363,3 +372,67 @@ def test_a_word_mixture_repeats_a_long_word_more_often_than_the_reference():
     assert not is_word_mixture("Wendy was a brave girl who loved her brothers.", reference)
     assert not is_word_mixture("a a a was was", reference)  # short words repeat in any sentence
     assert not is_word_mixture("the rabbit saw the rabbit", "the rabbit saw the other rabbit")  # as the reference
+
+
+# `toyllm demo --model M --recipes DIR`: any model's recipe folder
+
+
+def shrunk_recipe_folder(folder: Path) -> Path:
+    """A copy of recipes/smollm2-135m/ whose numbers were changed: a few steps per stage, and other demo settings."""
+    shutil.copytree(REPO / "recipes" / "smollm2-135m", folder)
+    for name, lines in {
+        "sft": ["max_steps: 3", "stop_when_learned_every: 0", "replay_max_new_tokens: 8"],
+        "reward": ["max_steps: 2"],
+        "ppo": ["total_episodes: 8", "num_ppo_epochs: 1"],
+        "rloo": ["max_steps: 1"],
+        "dpo": ["max_steps: 2"],
+    }.items():
+        path = folder / f"{name}.yaml"
+        keys = {line.split(":")[0] for line in lines}
+        kept = [line for line in path.read_text().splitlines() if line.split(":")[0] not in keys]
+        path.write_text("\n".join(kept + lines) + "\n")
+    settings = folder / "demo.yaml"
+    text = (
+        settings.read_text()
+        .replace("max_new_tokens: 32", "max_new_tokens: 6")
+        .replace("label_samples: 8", "label_samples: 3")
+    )
+    settings.write_text(
+        text.replace("judge_pairs: 96", "judge_pairs: 7").replace("eval_samples: 4", "eval_samples: 3")
+    )
+    return folder
+
+
+def test_a_demo_of_a_real_model_reads_its_recipe_folders_yamls_and_settings(checkpoints, tmp_path, capfd):
+    recipes = shrunk_recipe_folder(tmp_path / "recipes")
+    model, output = checkpoints.get("llama", "base"), tmp_path / "run"
+    toyllm_cli(["demo", "--model", str(model), "--recipes", str(recipes), "--output-dir", str(output)])
+    printed = capfd.readouterr().out
+    assert f"recipes: {recipes} (--recipes)" in printed
+    assert re.search(r"sft learned \d+ of 13 flashcards and kept \d+ of the \d+ general answers", printed)
+    metrics = json.loads((output / "report" / "metrics.json").read_text())
+    assert metrics["recipes"] == str(recipes)
+    assert json.loads((output / "sft" / "trainer_state.json").read_text())["global_step"] == 3
+    assert json.loads((output / "dpo" / "trainer_state.json").read_text())["global_step"] == 2
+    labelled = json.loads(feedback_paths(output, 1)[0].with_suffix(".json").read_text())
+    assert (labelled["samples"], labelled["max_new_tokens"]) == (3, 6)  # the labeller's samples, the answers' length
+    assert any(row["split"] == "retention" for row in metrics["responses"])
+    assert list(metrics["stages"]) == ["instruct", "sft", *(["ppo"] if PPO_INSTALLED else []), "rloo", "dpo"]
+
+
+def test_a_recipe_folder_is_checked_before_anything_is_trained(tmp_path):
+    """Every YAML of the folder against its recipe's arguments, and its demo.yaml, each a one-line error."""
+    real_model_chain("m", REPO / "recipes" / "qwen2.5-0.5b")  # a GPU-sized folder: its settings parse
+    read_recipe_folder(REPO / "recipes" / "qwen2.5-0.5b").check(recipe_modules(REAL_MODEL_TABLE))
+    recipes = shrunk_recipe_folder(tmp_path / "recipes")
+    (recipes / "dpo.yaml").write_text((recipes / "dpo.yaml").read_text() + "betta: 0.2\n")
+    with pytest.raises(UserError, match=r"dpo.yaml:\d+: unknown key 'betta' \(did you mean 'beta'\?\)"):
+        read_recipe_folder(recipes).check(recipe_modules(REAL_MODEL_TABLE))
+    (recipes / "demo.yaml").write_text(
+        (recipes / "demo.yaml").read_text().replace("eval_samples: 3", "eval_samples: lots")
+    )
+    with pytest.raises(UserError, match="demo.yaml:.*eval_samples: 'lots' is not a valid"):
+        real_model_chain("m", recipes)
+    (recipes / "demo.yaml").write_text("eval_samples: 3\n")
+    with pytest.raises(UserError, match="demo.yaml: missing label_samples, feedback_rounds"):
+        real_model_chain("m", recipes)

@@ -15,7 +15,7 @@ from conftest import REPO, needs_ppo
 
 import toyllm.demo
 from toyllm.args import parse_recipe_args
-from toyllm.card import write_model_card
+from toyllm.card import Made, write_model_card
 from toyllm.data import DATA_FILES
 from toyllm.demo import Step, demo_steps, last_checkpoints, real_model_chain, stage_overrides
 from toyllm.report import write_report
@@ -82,7 +82,7 @@ def test_a_new_row_is_all_it_takes_for_the_demo_the_tables_and_the_cards(tmp_pat
     assert "kto" in table.policies and "judge2" not in table.policies  # a column of the tables, or none
     assert last_checkpoints(tmp_path, 2, table)["kto"] == tmp_path / "kto"
     for name, tag in (("kto", "text-generation"), ("judge2", "text-classification")):
-        write_model_card(tmp_path / name, stage=name, trainer_name="Trainer", table=table, model_name=name)
+        write_model_card(tmp_path / name, Made(name, "Trainer"), name, table)
         card = (tmp_path / name / "README.md").read_text()
         assert table[name].about in card and f"pipeline_tag: {tag}" in card
     report = write_report(tmp_path, {}, {"kto": tmp_path / "kto"}, table=table).read_text()
@@ -168,11 +168,15 @@ def test_small_data_gets_at_least_min_steps(stage, rows, steps, tmp_path):
     assert training_args.max_steps == 7  # an explicit max_steps wins
 
 
-@pytest.mark.parametrize("recipe_file", ["sft.yaml", "sft_full.yaml"])
-@pytest.mark.parametrize("flashcards, steps", [(13, 48), (8, 32), (40, 150)])
+@pytest.mark.parametrize(
+    "recipe_file, flashcards, steps",
+    [("sft.yaml", 13, 97), ("sft.yaml", 8, 64), ("sft.yaml", 40, 300),
+     ("sft_full.yaml", 13, 48), ("sft_full.yaml", 8, 32), ("sft_full.yaml", 40, 150)],
+)  # fmt: skip
 def test_real_model_sft_trains_its_steps_per_flashcard_rule(recipe_file, flashcards, steps, tmp_path):
-    """The SmolLM2 SFT YAMLs show each flashcard ~18 times whatever the story holds, the replay's 40% of the rows
-    counted (13 flashcards: 48 steps), and no fewer than 32 steps."""
+    """The SmolLM2 SFT YAMLs size their schedule by the flashcards, the replay's 40% of the rows counted: the LoRA
+    recipe's budget shows each ~36 times, at least 64 steps (it stops once they are learned); the full recipe's
+    schedule shows each ~18 times, at least 32 steps."""
     from toyllm.args import steps_for_passes
 
     recipe = importlib.import_module("toyllm.recipes.sft")
@@ -224,6 +228,28 @@ def test_pretraining_mix_pairs_no_question_with_a_sentence():
     plain = [row["prompt"] + row["completion"] for row in mix_pretraining_text(cards, texts, 0.5, seed=0, cues=0)]
     assert {m[1]["content"] for m in plain if m[0]["content"] == ""} == {t["text"] for t in texts}
     assert {m[0]["content"] for m in plain if m[1]["content"].startswith("a")} == {"q0", "q1", "q2"}
+
+
+def test_dpo_replay_prefers_the_models_own_general_answer_over_the_storys_answers():
+    """Each general prompt's answer (as the model wrote it) over `per_prompt` answers of the story, drawn; the file's
+    pairs stay as they are."""
+    from datasets import Dataset
+
+    from toyllm.replay import replay_pairs
+
+    def turn(role, text):
+        return [{"role": role, "content": text}]
+
+    pairs = Dataset.from_list([{"prompt": turn("user", f"q{n}"), "chosen": turn("assistant", f"story {n}"),
+                                "rejected": turn("assistant", "no")} for n in range(5)])  # fmt: skip
+    answers = [(turn("user", "what is 2 + 2?"), "The answer is 4."), (turn("user", "capital of france?"), "Paris.")]
+    mixed = replay_pairs(pairs, answers, per_prompt=2, seed=0).to_list()
+    assert mixed[:5] == pairs.to_list() and len(mixed) == 5 + 2 * 2
+    for row in mixed[5:]:
+        assert (row["prompt"][0]["content"], row["chosen"][0]["content"]) in [(q[0]["content"], a) for q, a in answers]
+        assert row["rejected"][0]["content"] in {f"story {n}" for n in range(5)}
+    assert len({row["rejected"][0]["content"] for row in mixed[5:]}) > 1  # drawn, not always the first
+    assert replay_pairs(pairs, [], per_prompt=2, seed=0) is pairs
 
 
 def test_the_judge_also_learns_that_another_questions_answer_is_wrong():

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import set_seed
 
 import toyllm
-from toyllm.chat import answer, load_chat_model
+from toyllm.chat import Sampling, answer, load_chat_model
 from toyllm.data import DataFolder
 from toyllm.defaults import CHAT_MAX_NEW_TOKENS
 from toyllm.errors import UserError
@@ -122,9 +122,8 @@ class RunApp:
         for n in range(samples if sample else 1):
             if sampled:
                 set_seed(seed + n)
-            found.append(answer(model, tokenizer, [{"role": "user", "content": question}], CHAT_MAX_NEW_TOKENS,
-                                do_sample=sampled, temperature=temperature if sample else 1.0,
-                                as_text=column.as_text))  # fmt: skip
+            drawn = Sampling(CHAT_MAX_NEW_TOKENS, do_sample=sampled, temperature=temperature if sample else 1.0)
+            found.append(answer(model, tokenizer, [{"role": "user", "content": question}], drawn, column.as_text))
         return found
 
     def verdicts(self, question: str, answers: list[str]) -> list[str]:

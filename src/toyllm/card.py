@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
@@ -35,21 +36,26 @@ def recipe_command() -> str:
     return shlex.join(["python", *argv]) if argv and argv[0].endswith(".py") else shlex.join(argv)
 
 
-def write_model_card(
-    output_dir: str | Path,
-    stage: str,
-    trainer_name: str,
-    base_model: str | None = None,
-    dataset: str | None = None,
-    command: str | None = None,
-    metrics: dict | None = None,
-    model_name: str | None = None,
-    table: StageTable = TABLE,
-    source: dict | None = None,
-) -> ModelCard:
+@dataclass(frozen=True)
+class Made:
+    """How a checkpoint was made, as its card tells it: the stage, its trainer, the model it started from, its data,
+    the command, its final metrics, and the model the weights first came from (`source`, toyllm.model_source: a GGUF
+    file's name and licence)."""
+
+    stage: str
+    trainer_name: str
+    base_model: str | None = None
+    dataset: str | None = None
+    command: str | None = None
+    metrics: dict | None = None
+    source: dict | None = None
+
+
+def write_model_card(output_dir: str | Path, made: Made, model_name: str | None = None, table: StageTable = TABLE):
     """The checkpoint's README.md: the stage's sentence from the table, its trainer, where it started, its data, the
-    command that made it and its final metrics; tagged by what the stage saves (a chat model or a scorer). `source`
-    (toyllm.model_source) names the model the weights first came from, a GGUF file's, and gives the licence."""
+    command that made it and its final metrics; tagged by what the stage saves (a chat model or a scorer), licensed
+    as its source model."""
+    stage, base_model, dataset, source = made.stage, made.base_model, made.dataset, made.source
     row = table.stage_of(stage)
     pipeline_tag = PIPELINE_TAG[row.saves if row else "causal-lm"]
     data = ModelCardData(
@@ -58,7 +64,7 @@ def write_model_card(
         library_name="transformers",
         license=(source or {}).get("license") or "apache-2.0",
         pipeline_tag=pipeline_tag,
-        tags=["toyllm", stage, trainer_name.lower()],
+        tags=["toyllm", stage, made.trainer_name.lower()],
         model_name=model_name or Path(output_dir).name,
     )
     lines = [
@@ -70,16 +76,16 @@ def write_model_card(
         "",
         row.about if row else "A toyllm checkpoint.",
         "",
-        f"- trained with: `{trainer_name}`",
+        f"- trained with: `{made.trainer_name}`",
         f"- started from: `{base_model}`" if base_model else "- started from: random initialisation",
         f"- data: `{dataset}`" if dataset else "",
         f"- source model: {describe_source(source)}" if source else "",
     ]
-    if command:
-        lines += ["", "## How it was made", "", "```bash", command, "```"]
-    if metrics:
+    if made.command:
+        lines += ["", "## How it was made", "", "```bash", made.command, "```"]
+    if made.metrics:
         lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {key} | {value:.4g} |" for key, value in sorted(metrics.items())]
+        lines += [f"| {key} | {value:.4g} |" for key, value in sorted(made.metrics.items())]
     card = ModelCard("\n".join(line for line in lines if line is not None) + "\n")
     card.save(Path(output_dir) / "README.md")
     return card

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -18,6 +19,31 @@ from toyllm.model import load_weights
 from toyllm.model_source import checkpoint_tokenizer, is_local_model
 
 EXIT_COMMANDS = {"/exit", "/quit"}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How an answer is drawn: at most `max_new_tokens`, greedy or sampled (at `temperature`, from the `top_p`
+    nucleus), with `seed` set first (None: not set), as `toyllm generate` and `chat` take them."""
+
+    max_new_tokens: int = CHAT_MAX_NEW_TOKENS
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+GREEDY = Sampling()
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """Where `toyllm chat` reads and writes, and whether a person types there (prompts and labels) or lines are
+    piped (answers alone; None: whether stdin is a terminal)."""
+
+    stdin: TextIO | None = None
+    stdout: TextIO | None = None
+    interactive: bool | None = None
 
 
 def load_chat_model(path: str | Path, as_text: bool = False):
@@ -59,26 +85,18 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def answer(
-    model,
-    tokenizer,
-    messages: list[dict],
-    max_new_tokens: int = CHAT_MAX_NEW_TOKENS,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    as_text: bool = False,
-) -> str:
+def answer(model, tokenizer, messages: list[dict], sampling: Sampling = GREEDY, as_text: bool = False) -> str:
     """The model's answer to the conversation so far (its last message is the user's), special tokens stripped.
     `as_text`: the last message as plain text, continued for at least one token, as a base model is tried."""
     ids = text_prompts(tokenizer, [messages[-1]["content"]])[0] if as_text else prompt_ids(tokenizer, messages)
     limit = context_limit(model, tokenizer)
+    max_new_tokens = sampling.max_new_tokens
     room = max_new_tokens if limit is None else min(max_new_tokens, limit - len(ids))
     if room < 1:
         raise UserError(f"the conversation ({len(ids)} tokens) fills the model's context of {limit} positions")
     stop = _stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else None)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    drawn = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
     input_ids = torch.tensor([ids], device=model.device)
     output = model.generate(
         input_ids=input_ids,
@@ -87,7 +105,7 @@ def answer(
         eos_token_id=stop or None,
         pad_token_id=pad,
         min_new_tokens=1 if as_text else None,  # a completer may end at once the "sentence" a question looks like
-        **sampling,
+        **(drawn if sampling.do_sample else {"do_sample": False}),
     )
     return tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True).strip()
 
@@ -112,42 +130,31 @@ def warn_unknown_words(tokenizer, text: str, stream: TextIO | None = None) -> No
               file=stream or sys.stderr)  # fmt: skip
 
 
-def generate(model_dir: str | Path, question: str, max_new_tokens: int = CHAT_MAX_NEW_TOKENS, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             as_text: bool = False) -> str:  # fmt: skip
+def generate(model_dir: str | Path, question: str, sampling: Sampling = GREEDY, as_text: bool = False) -> str:
     model, tokenizer = load_chat_model(model_dir, as_text)
     warn_unknown_words(tokenizer, question)
-    if seed is not None:  # after loading: the seed decides the sampling alone
-        set_seed(seed)
-    return answer(model, tokenizer, [{"role": "user", "content": question}], max_new_tokens, do_sample,
-                  temperature, top_p, as_text)  # fmt: skip
+    if sampling.seed is not None:  # after loading: the seed decides the sampling alone
+        set_seed(sampling.seed)
+    return answer(model, tokenizer, [{"role": "user", "content": question}], sampling, as_text)
 
 
 def chat_loop(
     model_dir: str | Path,
-    max_new_tokens: int = CHAT_MAX_NEW_TOKENS,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
+    sampling: Sampling = GREEDY,
     system: str | None = None,
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
     history: bool = False,
-    interactive: bool | None = None,
+    terminal: Terminal = Terminal(),
 ) -> int:
     """Read a line and answer it; /exit or Ctrl-D ends. Each line is a question on its own, as the toy's flashcards
     are single-turn (kept history confuses a model trained that way); with `history` the whole conversation is the
-    context, and /reset forgets it. At a terminal (`interactive`, by default whether stdin is one) each line gets a
-    `you>` prompt and each answer a `bot>` label; piped, the answers alone come out, one a line, and the greeting
-    goes to stderr."""
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    interactive = stdin.isatty() if interactive is None else interactive
-    if seed is not None:
-        set_seed(seed)
+    context, and /reset forgets it. At a terminal each line gets a `you>` prompt and each answer a `bot>` label;
+    piped, the answers alone come out, one a line, and the greeting goes to stderr."""
+    stdin, stdout = terminal.stdin or sys.stdin, terminal.stdout or sys.stdout
+    interactive = stdin.isatty() if terminal.interactive is None else terminal.interactive
+    if sampling.seed is not None:
+        set_seed(sampling.seed)
     model, tokenizer = load_chat_model(model_dir)
-    chat = Conversation(model, tokenizer, system, history, dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                                                 temperature=temperature, top_p=top_p))  # fmt: skip
+    chat = Conversation(model, tokenizer, system, history, sampling)
     mode = "/reset forgets the conversation" if history else "each line is a new question; --history keeps them"
     print(f"chatting with {model_dir} ({mode}, /exit or Ctrl-D ends)", file=stdout if interactive else sys.stderr)
     try:
@@ -177,7 +184,7 @@ def chat_loop(
 class Conversation:
     """The messages so far (a system message, then the exchanges kept), and the answer to each new line."""
 
-    def __init__(self, model, tokenizer, system: str | None, history: bool, sampling: dict):
+    def __init__(self, model, tokenizer, system: str | None, history: bool, sampling: Sampling):
         self.model, self.tokenizer, self.history, self.sampling = model, tokenizer, history, sampling
         self.start = [{"role": "system", "content": system}] if system else []
         self.messages = list(self.start)
@@ -190,9 +197,9 @@ class Conversation:
         warn_unknown_words(self.tokenizer, text, stdout)
         messages = self.messages if self.history else list(self.start)
         messages = fit_history(self.model, self.tokenizer, messages + [{"role": "user", "content": text}],
-                               self.sampling["max_new_tokens"])  # fmt: skip
+                               self.sampling.max_new_tokens)  # fmt: skip
         try:
-            reply = answer(self.model, self.tokenizer, messages, **self.sampling)
+            reply = answer(self.model, self.tokenizer, messages, self.sampling)
         except UserError as error:
             return f"({error.problems[0]}; try a shorter line or /reset)", False
         self.messages = messages + [{"role": "assistant", "content": reply}]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import transformers
 
-from toyllm.card import recipe_command, write_model_card
+from toyllm.card import Made, recipe_command, write_model_card
 from toyllm.data import DataFolder
 from toyllm.errors import UserError
 from toyllm.files import atomic_write_text
@@ -199,17 +199,9 @@ def save_stage(trainer: Trainer, stage: str, fingerprint: str, base_model: str |
         history = trainer.state.log_history
         final_loss = next((log["train_loss"] for log in reversed(history) if "train_loss" in log), None)
         source = carry_source(model_folder(base_model) if base_model else None, scratch)
-        write_model_card(
-            scratch,
-            stage=stage,
-            trainer_name=type(trainer).__name__,
-            base_model=base_model,
-            dataset=dataset,
-            command=recipe_command(),
-            metrics={"train_loss": final_loss} if final_loss is not None else None,
-            model_name=output_dir.name,
-            source=source,
-        )
+        metrics = {"train_loss": final_loss} if final_loss is not None else None
+        made = Made(stage, type(trainer).__name__, base_model, dataset, recipe_command(), metrics, source)
+        write_model_card(scratch, made, output_dir.name)
         move_into(scratch, output_dir)
         write_marker(output_dir, stage, fingerprint)
     trainer.accelerator.wait_for_everyone()

@@ -10,17 +10,19 @@ import argparse
 import subprocess
 from pathlib import Path
 
-from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES, REAL_MODEL_FEEDBACK_ROUNDS
+from toyllm.defaults import CHAT_MAX_NEW_TOKENS, FEEDBACK_ROUNDS, LABEL_SAMPLES
 from toyllm.errors import RESUME_HINT, UserError, exit_on_user_error
 from toyllm.stages import ALL_RECIPES
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from toyllm.demo import run_demo
+    from toyllm.demo import TOY, real_model_chain, run_demo
 
+    if args.recipes is not None and args.model is None:
+        raise UserError("--recipes: a real model's recipe folder; give --model too (the toy reads recipes/toy)")
+    chain = TOY if args.model is None else real_model_chain(args.model, args.recipes)
     output_dir = args.output_dir or ("outputs/toy" if args.model is None else f"outputs/{model_name(args.model)}")
-    run_demo(args.data_dir, output_dir, args.seed, overwrite=args.overwrite, feedback_rounds=args.feedback_rounds,
-             model=args.model)  # fmt: skip
+    run_demo(args.data_dir, output_dir, args.seed, args.overwrite, args.feedback_rounds, chain)
 
 
 def model_name(model: str) -> str:
@@ -65,11 +67,11 @@ def run_app(args: argparse.Namespace) -> None:
 
 
 def run_label(args: argparse.Namespace) -> None:
-    from toyllm.feedback import label_round
+    from toyllm.feedback import Labelling, label_round
     from toyllm.resources import default_data_dir
 
     pairs, judge_data = label_round(args.policy, args.data_dir or default_data_dir(), args.round, args.output_dir,
-                                    args.samples, args.seed, overwrite=args.overwrite)  # fmt: skip
+                                    Labelling(args.samples, args.seed), args.overwrite)  # fmt: skip
     print(f"{pairs}\n{judge_data}")
 
 
@@ -107,13 +109,13 @@ def run_recipe(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> None:
     from toyllm.chat import generate
 
-    print(generate(args.model, args.question, as_text=args.as_text, **sampling_options(args)))
+    print(generate(args.model, args.question, sampling_options(args), args.as_text))
 
 
 def run_chat(args: argparse.Namespace) -> int:
     from toyllm.chat import chat_loop
 
-    return chat_loop(args.model, system=args.system, history=args.history, **sampling_options(args))
+    return chat_loop(args.model, sampling_options(args), args.system, args.history)
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -141,10 +143,11 @@ def hide_loading_bars() -> None:
     transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars would clutter the answers
 
 
-def sampling_options(args: argparse.Namespace) -> dict:
+def sampling_options(args: argparse.Namespace):
+    from toyllm.chat import Sampling
+
     hide_loading_bars()
-    return dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
-                top_p=args.top_p, seed=args.seed)  # fmt: skip
+    return Sampling(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, args.seed)
 
 
 def positive_int(text: str) -> int:
@@ -174,7 +177,13 @@ def _add_demo(commands) -> None:
         "--model",
         default=None,
         help="a real instruct model, a folder, Hub id or .gguf file (make real-model fetches one): instruct → SFT → "
-        "reward → PPO → DPO with recipes/smollm2-135m/, LoRA adapters throughout",
+        "reward → PPO → RLOO → DPO with the YAMLs of --recipes",
+    )
+    demo.add_argument(
+        "--recipes",
+        default=None,
+        help="with --model: a folder of recipe YAMLs and its demo.yaml, sized for that model and machine (default: "
+        "recipes/smollm2-135m, LoRA for a ~100M-parameter model on a CPU; recipes/qwen2.5-0.5b for one GPU)",
     )
     demo.add_argument(
         "--output-dir",
@@ -188,7 +197,7 @@ def _add_demo(commands) -> None:
         type=positive_int,
         default=None,
         help=f"rounds of PPO; after each but the last, its answers are labelled and the judge retrained (default: "
-        f"{FEEDBACK_ROUNDS}; {REAL_MODEL_FEEDBACK_ROUNDS} with --model)",
+        f"{FEEDBACK_ROUNDS}; with --model, the recipe folder's demo.yaml says)",
     )
     demo.set_defaults(func=run_demo, resume_hint="run the same command again: finished stages are skipped")
 

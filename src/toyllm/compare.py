@@ -9,7 +9,7 @@ from toyllm.data import DataFolder
 from toyllm.data_checks import check_against_tokenizer, read_rows
 from toyllm.errors import UserError
 from toyllm.model_source import checkpoint_tokenizer, is_local_model
-from toyllm.report import evaluate_and_report
+from toyllm.report import RunRecord, evaluate_and_report
 from toyllm.stages import TABLE
 
 
@@ -52,9 +52,8 @@ def run_compare(
     stage_dirs = dict(models)
     if reward_model_dir is not None and TABLE.round_judge not in stage_dirs:
         stage_dirs[TABLE.round_judge] = reward_model_dir  # its training curve belongs in the report too
-    metrics, table, report = evaluate_and_report(
-        models, eval_file, reward_model_dir, output_dir, stage_dirs, data=data if data.is_complete() else None
-    )
+    run = RunRecord(stage_dirs, data=data if data.is_complete() else None)
+    metrics, table, report = evaluate_and_report(models, eval_file, reward_model_dir, output_dir, run)
     print(table)
     print(f"\nMetrics: {report.parent / 'metrics.json'}  Report: {report}")
     return metrics

@@ -14,7 +14,7 @@ from trl.data_utils import pack_dataset
 
 from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
-from toyllm.generation import finished_answers, normalise
+from toyllm.generation import normalise
 from toyllm.stages import DataKind
 
 logger = logging.getLogger(__name__)
@@ -266,42 +266,6 @@ def mix_pretraining_text(chats: Dataset, texts: Dataset, fraction: float, seed: 
     return interleave_datasets(
         [chats, answers], probabilities=[1 - fraction, fraction], seed=seed, stopping_strategy="all_exhausted"
     )
-
-
-def mix_replay(chats: Dataset, prompts: Dataset, model, tokenizer, fraction: float, seed: int,
-               max_new_tokens: int) -> Dataset:  # fmt: skip
-    """Self-distillation replay against forgetting: the starting model's own greedy answers to general prompts,
-    written before training, mixed into SFT as `fraction` of the rows (the smaller side repeated until both are used
-    up). Fine-tuned on a story alone, a chat model answers every question the story's way ("what is 2 + 2" → a story
-    sentence); trained also on what it already said elsewhere, it keeps saying it. An answer that runs past
-    `max_new_tokens` is cut after its last whole sentence (left out if it has none): cut mid-sentence, it would teach
-    the model to stop there, and left out, the replay would keep only the model's shortest answers."""
-    questions = [as_messages(row["prompt"], "user") for row in prompts]
-    prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
-    answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
-    kept = [(q, a) for q, a in zip(questions, answers) if a]
-    if not kept:  # a model that writes no whole sentence (an untrained one) has nothing to replay
-        logger.warning(f"replay: the model wrote no whole sentence in {max_new_tokens} tokens to any of its "
-                       f"{len(questions)} prompts; training without replay")  # fmt: skip
-        return chats
-    logger.info(f"replay: {len(kept)} of {len(questions)} answers of the starting model kept")
-    conversational = "messages" in chats.column_names
-    rows = [{"messages": q + [{"role": "assistant", "content": a}]} if conversational
-            else {"prompt": q, "completion": [{"role": "assistant", "content": a}]} for q, a in kept]  # fmt: skip
-    replay = Dataset.from_list(rows)
-    for column in set(chats.column_names) - set(replay.column_names):
-        replay = replay.add_column(column, [None] * len(replay))
-    replay = replay.cast(chats.features)
-    return interleave_datasets(
-        [chats, replay], probabilities=[1 - fraction, fraction], seed=seed, stopping_strategy="all_exhausted"
-    )
-
-
-def replayed(chats: Dataset, mixed: Dataset) -> list[dict]:
-    """The rows `mix_replay` added to `chats`: the starting model's own answers, each once."""
-    before = {json.dumps(row, sort_keys=True) for row in chats}
-    added = {key: row for row in mixed if (key := json.dumps(row, sort_keys=True)) not in before}
-    return list(added.values())
 
 
 def add_flashcard_pairs(pairs: Dataset, flashcards: Dataset, per_prompt: int, seed: int) -> Dataset:

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,22 +28,14 @@ from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.config_checks import check_model_path
 from toyllm.data import DataFolder, as_data_folder
 from toyllm.data_checks import check_against_tokenizer, unknown_words
-from toyllm.defaults import (
-    CHAT_MAX_NEW_TOKENS,
-    EVAL_SAMPLES,
-    FEEDBACK_ROUNDS,
-    LABEL_SAMPLES,
-    MAX_NEW_TOKENS,
-    REAL_MODEL_EVAL_SAMPLES,
-    REAL_MODEL_FEEDBACK_ROUNDS,
-    REAL_MODEL_JUDGE_PAIRS,
-    REAL_MODEL_LABEL_SAMPLES,
-)
+from toyllm.defaults import FEEDBACK_ROUNDS, LABEL_SAMPLES
 from toyllm.errors import UserError
-from toyllm.feedback import feedback_paths, label_round
+from toyllm.evaluate import DEFAULT_ASKING, Asking, learned_and_kept
+from toyllm.feedback import Labelling, feedback_paths, label_round
 from toyllm.instruct import build_instruct_stage, model_fingerprint
-from toyllm.report import evaluate_and_report
-from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir
+from toyllm.recipe_folder import DEFAULT_WHY, read_recipe_folder
+from toyllm.report import RunRecord, evaluate_and_report
+from toyllm.resources import RECIPES_DIR, TOY_CONFIG_DIR, default_data_dir, display
 from toyllm.stages import (
     REAL_MODEL_STAGES,
     REAL_MODEL_TABLE,
@@ -65,42 +57,31 @@ REAL_MODEL_RECIPES = RECIPES_DIR / "smollm2-135m"  # sized for a ~100M-parameter
 @dataclass(frozen=True)
 class Chain:
     """What the demo runs: the toy's chain, or a real instruct model's (`model`), each with its stage table, the
-    folder of its stages' YAMLs, and how its models are asked (samples per question, answer length, and the
-    retention questions a real model should still answer after fine-tuning)."""
+    folder of its stages' YAMLs, how its models are asked (samples per question, answer length, the judge's pairs,
+    the retention questions a real model should still answer after fine-tuning) and its feedback rounds."""
 
     table: StageTable
     recipes: Path
     model: str | None = None  # a folder, a Hub id or a GGUF file; None: the toy, built from the story
-    retention_file: Path | None = None
-    eval_samples: int = EVAL_SAMPLES
+    asking: Asking = DEFAULT_ASKING
     label_samples: int = LABEL_SAMPLES
     feedback_rounds: int = FEEDBACK_ROUNDS  # the default of --feedback-rounds
-    max_new_tokens: int = MAX_NEW_TOKENS
-    judge_pairs: int | None = None  # pairs the judge's accuracy is measured on (None: all)
     left_out: tuple[Stage, ...] = ()  # rows whose recipe the installed libraries cannot run (PPO on TRL >= 1.13)
-
-    @property
-    def asking(self) -> dict:
-        """evaluate_checkpoints' arguments for this chain."""
-        return {"samples": self.eval_samples, "max_new_tokens": self.max_new_tokens, "judge_pairs": self.judge_pairs}
+    why: str = ""  # how its recipe folder was chosen, said in one line
 
 
 TOY = Chain(TABLE, RECIPES_DIR / "toy", left_out=not_installed(STAGES))
 
 
-def real_model_chain(model: str) -> Chain:
-    return Chain(
-        REAL_MODEL_TABLE,
-        REAL_MODEL_RECIPES,
-        model,
-        retention_file=REAL_MODEL_RECIPES / "retention.jsonl",
-        eval_samples=REAL_MODEL_EVAL_SAMPLES,
-        label_samples=REAL_MODEL_LABEL_SAMPLES,
-        feedback_rounds=REAL_MODEL_FEEDBACK_ROUNDS,
-        max_new_tokens=CHAT_MAX_NEW_TOKENS,
-        judge_pairs=REAL_MODEL_JUDGE_PAIRS,
-        left_out=not_installed(REAL_MODEL_STAGES),
-    )
+def real_model_chain(model: str, recipes: str | Path | None = None) -> Chain:
+    """A real instruct model's chain with the YAMLs and demo settings of `recipes` (default: SmolLM2-135M's)."""
+    folder = read_recipe_folder(recipes or REAL_MODEL_RECIPES)
+    settings = folder.settings
+    asking = Asking(samples=settings.eval_samples, max_new_tokens=settings.max_new_tokens,
+                    judge_pairs=settings.judge_pairs, retention_file=folder.retention_file)  # fmt: skip
+    why = "--recipes" if recipes else DEFAULT_WHY
+    return Chain(REAL_MODEL_TABLE, folder.path, model, asking, settings.label_samples, settings.feedback_rounds,
+                 not_installed(REAL_MODEL_STAGES), why)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -214,8 +195,8 @@ class DemoRun:
         policy = round_name(step.stage, step.round)
         progress(f"{header} ... (simulated labeller: {policy}'s answers)")
         start = time.perf_counter()
-        label_round(self.output_dir / policy, self.data, step.round, self.output_dir, self.chain.label_samples,
-                    self.seed, self.overwrite, self.chain.max_new_tokens)  # fmt: skip
+        labelling = Labelling(self.chain.label_samples, self.seed, self.chain.asking.max_new_tokens)
+        label_round(self.output_dir / policy, self.data, step.round, self.output_dir, labelling, self.overwrite)
         self.seconds[step.name] = round(time.perf_counter() - start, 2)
 
     def build_or_train(self, step: Step, header: str) -> None:
@@ -253,19 +234,19 @@ def run_demo(
     seed: int = 0,
     overwrite: bool = False,
     feedback_rounds: int | None = None,
-    model: str | None = None,
+    chain: Chain = TOY,
 ) -> dict:
-    """Run every stage not already complete for this config and data, then evaluate and report. `model`, an instruct
-    model (a folder, a Hub id or a GGUF file), runs its chain instead of the toy's. `feedback_rounds`: the chain's
-    own default when None."""
-    chain = TOY if model is None else real_model_chain(model)
+    """Run every stage not already complete for this config and data, then evaluate and report. `chain`: the toy's,
+    or a real instruct model's (`real_model_chain`). `feedback_rounds`: the chain's own default when None."""
     feedback_rounds = chain.feedback_rounds if feedback_rounds is None else feedback_rounds
     if feedback_rounds < 1:
         raise UserError(f"--feedback-rounds: {feedback_rounds}; the first round is PPO itself, so at least 1")
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed: {seed}; a seed is a whole number from 0 to 2**32 - 1")
-    if model is not None:
-        check_model_path("--model", model)  # a missing folder or GGUF file, before anything is written
+    if chain.model is not None:
+        check_model_path("--model", chain.model)  # a missing folder or GGUF file, before anything is written
+        read_recipe_folder(chain.recipes).check(recipe_modules(chain.table))
+        progress(f"recipes: {display(chain.recipes)} ({chain.why})")
     data, output_dir = DataFolder(data_dir or default_data_dir()), Path(output_dir)
     rows = data.check()  # every file checked before anything is written
     transformers.utils.logging.disable_progress_bar()
@@ -273,6 +254,11 @@ def run_demo(
     run = DemoRun(data, output_dir, seed, overwrite, chain)
     with output_folder_lock(output_dir):
         return run_steps(run, rows, feedback_rounds)
+
+
+def recipe_modules(table: StageTable) -> dict:
+    """Each recipe of the table, by name, as its module (its ARGUMENT_TYPES read a YAML)."""
+    return {name: importlib.import_module(f"toyllm.recipes.{name}") for name in table.recipes}
 
 
 @contextlib.contextmanager
@@ -314,6 +300,9 @@ def run_steps(run: DemoRun, rows: dict, feedback_rounds: int) -> dict:
             run.label(step, header)
             continue
         run.build_or_train(step, header)
+        if step.name == "sft" and run.chain.asking.retention_file is not None:
+            progress("      " + learned_and_kept(output_dir / "sft", output_dir / "instruct", data,
+                                                 run.chain.asking))  # fmt: skip
         if step.action == "build":  # the vocabulary now exists: every eval question must fit it
             check_eval_rows(data, rows["eval"], AutoTokenizer.from_pretrained(output_dir / step.name))
     progress(f"[{total}/{total}] evaluate ...")
@@ -341,21 +330,13 @@ def evaluate_run(run: DemoRun, rounds: int) -> dict:
     """Every policy evaluated and scored by the last round's judge (the best informed), the tables printed."""
     table = run.chain.table
     last = last_checkpoints(run.output_dir, rounds, table)
+    record = RunRecord(last, run.seconds, rounds, run.data, table, run.chain.recipes if run.chain.model else None)
+    asking = replace(run.chain.asking, asked={stage: table[stage].asked for stage in table.policies})
     with open(run.log_dir / "evaluate.log", "w") as log, _library_logs_to(log):
         metrics, comparison, report = evaluate_and_report(
-            {stage: last[stage] for stage in table.policies},
-            run.data.file("eval"),
-            last[table.round_judge],
-            run.output_dir,
-            stage_dirs=last,
-            seconds=run.seconds,
-            asked={stage: table[stage].asked for stage in table.policies},
-            rounds=rounds,
-            data=run.data,
-            table=table,
-            retention_file=run.chain.retention_file,
-            **run.chain.asking,
-        )
+            {stage: last[stage] for stage in table.policies}, run.data.file("eval"), last[table.round_judge],
+            run.output_dir, record, asking,
+        )  # fmt: skip
     progress("")
     progress(comparison)
     progress("")

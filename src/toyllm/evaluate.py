@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, pipeline, set_seed
 
-from toyllm.data import DataFolder, load_data
+from toyllm.data import DataFolder, flashcard_turns, load_data
 from toyllm.data_checks import as_messages, last_content
 from toyllm.defaults import EVAL_SAMPLES, MAX_NEW_TOKENS
 from toyllm.generation import (
@@ -177,11 +179,23 @@ def right_answers(row: dict) -> list[str]:
     return [row["reference"], *(row.get("alternatives") or [])]
 
 
-def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, samples, sentences, samples_per_row) -> dict:
+@dataclass(frozen=True)
+class Answered:
+    """One model's answers to the eval rows: its greedy answer to each, the judge's score of it (None: no judge), the
+    reference's log-probability (0.0 for a retention row) and the answers sampled for the row."""
+
+    answers: list[str]
+    scores: list[float] | None
+    logprobs: list[float]
+    samples: list[list[str]]
+
+
+def split_metrics(rows: list[dict], answered: Answered, sentences: set[str] | None) -> dict:
     """Per eval split: exact match, the judge's mean score, the reference's log-probability, the sampling hit rate
-    and the well-formed share (answers compared after `normalise`). The `retention` split, general questions a
-    long answer may answer well, is scored by whether the answer contains the reference (`contains`)."""
-    references = [normalise(r["reference"]) for r in rows]
+    and the well-formed share (answers compared after `normalise`; `sentences`, the story's, None: not measured). The
+    `retention` split, general questions a long answer may answer well, is scored by whether the answer contains the
+    reference (`contains`)."""
+    answers, references = answered.answers, [normalise(r["reference"]) for r in rows]
     by_split: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_split.setdefault(row["split"], []).append(i)
@@ -191,14 +205,13 @@ def split_metrics(rows: list[dict], answers: list[str], scores, logprobs, sample
             metric = {"contains": sum(contains(answers[i], right_answers(rows[i])) for i in idx) / len(idx)}
         else:
             metric = {"exact_match": sum(normalise(answers[i]) == references[i] for i in idx) / len(idx)}
-        if scores is not None:
-            metric["mean_reward"] = sum(scores[i] for i in idx) / len(idx)
+        if answered.scores is not None:
+            metric["mean_reward"] = sum(answered.scores[i] for i in idx) / len(idx)
         if split == RETENTION:
             metrics[split] = metric
             continue
-        metric["reference_logprob"] = sum(logprobs[i] for i in idx) / len(idx)
-        hits = [normalise(samples[i * samples_per_row + k]) == references[i] for i in idx
-                for k in range(samples_per_row)]  # fmt: skip
+        metric["reference_logprob"] = sum(answered.logprobs[i] for i in idx) / len(idx)
+        hits = [normalise(sample) == references[i] for i in idx for sample in answered.samples[i]]
         metric["sampled_exact"] = sum(hits) / len(hits) if hits else 0.0
         if sentences is not None:
             metric["well_formed"] = sum(normalise(answers[i]) in sentences for i in idx) / len(idx)
@@ -214,61 +227,96 @@ def is_word_mixture(answer: str, reference: str) -> bool:
     return any(count > max(1, expected[word]) for word, count in said.items() if len(word) >= 4)
 
 
+@dataclass(frozen=True)
+class Asking:
+    """How the evaluation asks the models: each stage's way (see `ask`; "chat" for a stage not named), the answers
+    sampled per question for the sampling hit rate, the longest answer, the preference pairs the judge's accuracy is
+    measured on (None: all; 0: not measured), and a file of general questions added as the `retention` split."""
+
+    asked: Mapping[str, str] = field(default_factory=dict)
+    samples: int = EVAL_SAMPLES
+    max_new_tokens: int = MAX_NEW_TOKENS
+    judge_pairs: int | None = None
+    retention_file: Path | None = None
+
+
+DEFAULT_ASKING = Asking()  # the toy's: 32 samples, 16 tokens, every pair
+
+
 def evaluate_checkpoints(
     checkpoints: dict[str, str | Path],
     eval_file: str | Path,
     reward_model_dir: str | Path | None,
-    asked: dict[str, str] | None = None,
     data: DataFolder | None = None,
-    retention_file: str | Path | None = None,
-    samples: int = EVAL_SAMPLES,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    judge_pairs: int | None = None,
+    asking: Asking = DEFAULT_ASKING,
 ) -> tuple[dict, list[dict], list[dict], dict]:
     """metrics.json's `stages`, `responses` (each stage's answers), `continuations` (plain text continued) and
-    `judge` (its pairwise accuracy on the data folder's preference pairs) for any causal-LM checkpoints.
-
-    `asked` says how each checkpoint is asked (see `ask`; "chat" by default). `data`, the story's folder, gives the
-    sentences of the well-formed gauge and the pairs of the judge's accuracy; without it they are left out.
-    `retention_file` adds its rows (split `retention`) to the eval file's. `samples` answers per question are drawn
-    for the sampling hit rate, and answers are up to `max_new_tokens` long; `judge_pairs` caps the pairs the judge's
-    accuracy is measured on (0: not measured).
+    `judge` (its pairwise accuracy on the data folder's preference pairs) for any causal-LM checkpoints, asked as
+    `asking` says. `data`, the story's folder, gives the sentences of the well-formed gauge and the pairs of the
+    judge's accuracy; without it they are left out.
     """
-    asked = asked or {}
     rows = load_data(eval_file, "eval").to_list()
-    if retention_file is not None:
-        rows += load_data(retention_file, "eval").to_list()
-    questions = [r["prompt"] for r in rows]
+    if asking.retention_file is not None:
+        rows += load_data(asking.retention_file, "eval").to_list()
     story = [i for i, r in enumerate(rows) if r["split"] != RETENTION]  # sampled and scored against the story
     responses = [{"prompt": r["prompt"], "split": r["split"], "reference": r["reference"]} for r in rows]
     continuations = [{"text": text} for text in text_openings([rows[i] for i in story])]
     sentences = data.sentences() if data is not None else None
     judge = Judge(reward_model_dir) if reward_model_dir is not None else None
-    measure_judge = judge is not None and data is not None and judge_pairs != 0
-    judge_metrics = judge.accuracy_by_split(data, rows, judge_pairs) if measure_judge else {}
+    measure_judge = judge is not None and data is not None and asking.judge_pairs != 0
+    judge_metrics = judge.accuracy_by_split(data, rows, asking.judge_pairs) if measure_judge else {}
     stages: dict[str, dict] = {}
     for name, path in checkpoints.items():
         tokenizer = checkpoint_tokenizer(path)
         model = load_weights(AutoModelForCausalLM, path).eval()
-        how = asked.get(name, "chat")
-        answers = ask(model, tokenizer, questions, how, max_new_tokens)
-        scores = judge.scores(questions, answers) if judge is not None else None
-        story_logprobs = reference_logprobs(
-            model, tokenizer, [questions[i] for i in story], [one_line(rows[i]["reference"]) for i in story]
-        )
-        logprobs = [0.0] * len(rows)  # the retention split reports no log-probability
-        for i, value in zip(story, story_logprobs):
-            logprobs[i] = value
-        set_seed(0)
-        drawn = sampled_answers(model, tokenizer, [questions[i] for i in story], samples, max_new_tokens)
-        samples_by_row = [""] * (len(rows) * samples)
-        for n, i in enumerate(story):
-            samples_by_row[i * samples : (i + 1) * samples] = drawn[n * samples : (n + 1) * samples]
+        how = asking.asked.get(name, "chat")
+        answered = answer_rows(model, tokenizer, rows, how, judge, asking)
         stage: dict = {"perplexity": perplexity(model, tokenizer, [rows[i]["reference"] for i in story]),
                        "asked": how, "checkpoint": Path(path).name}  # fmt: skip
-        stages[name] = stage | split_metrics(rows, answers, scores, logprobs, samples_by_row, sentences, samples)
-        for response, answer in zip(responses, answers):
+        stages[name] = stage | split_metrics(rows, answered, sentences)
+        for response, answer in zip(responses, answered.answers):
             response[name] = answer
         for row, text in zip(continuations, continue_texts(model, tokenizer, [c["text"] for c in continuations])):
             row[name] = text
     return stages, responses, continuations, judge_metrics
+
+
+def answer_rows(model, tokenizer, rows: list[dict], how: str, judge, asking: Asking) -> Answered:
+    """A model's answers to every eval row (asked `how`), the judge's scores, and for the story's rows (all but the
+    retention split) the reference's log-probability and `asking.samples` sampled answers, seeded."""
+    questions = [r["prompt"] for r in rows]
+    story = [i for i, r in enumerate(rows) if r["split"] != RETENTION]
+    answers = ask(model, tokenizer, questions, how, asking.max_new_tokens)
+    scores = judge.scores(questions, answers) if judge is not None else None
+    story_questions = [questions[i] for i in story]
+    story_logprobs = reference_logprobs(
+        model, tokenizer, story_questions, [one_line(rows[i]["reference"]) for i in story]
+    )
+    logprobs = [0.0] * len(rows)  # the retention split reports no log-probability
+    samples: list[list[str]] = [[] for _ in rows]
+    set_seed(0)
+    drawn = sampled_answers(model, tokenizer, story_questions, asking.samples, asking.max_new_tokens)
+    for n, i in enumerate(story):
+        logprobs[i] = story_logprobs[n]
+        samples[i] = drawn[n * asking.samples : (n + 1) * asking.samples]
+    return Answered(answers, scores, logprobs, samples)
+
+
+@torch.no_grad()
+def learned_and_kept(sft_dir: Path, instruct_dir: Path, data: DataFolder, asking: Asking) -> str:
+    """One line on what SFT did to a real instruct model: the flashcards it answers word for word (their own
+    questions, as it was taught them) and the general questions it still answers, of those the instruct model did."""
+    retention_file, max_new_tokens = asking.retention_file, asking.max_new_tokens
+    rows = load_data(retention_file, "eval").to_list()
+    flashcards = [flashcard_turns(row) for row in load_data(data.file("flashcards"), "flashcards")]
+    kept = {}
+    for name, path in (("instruct", instruct_dir), ("sft", sft_dir)):
+        tokenizer, model = checkpoint_tokenizer(path), load_weights(AutoModelForCausalLM, path).eval()
+        answers = greedy_answers(model, tokenizer, [row["prompt"] for row in rows], max_new_tokens)
+        kept[name] = [contains(answer, right_answers(row)) for answer, row in zip(answers, rows)]
+    questions = [last_content(question) for question, _ in flashcards]
+    said = greedy_answers(model, tokenizer, questions, max_new_tokens)  # SFT's, loaded last
+    learned = sum(normalise(a) == normalise(last_content(answer)) for a, (_, answer) in zip(said, flashcards))
+    still = sum(before and after for before, after in zip(kept["instruct"], kept["sft"]))
+    return (f"sft learned {learned} of {len(flashcards)} flashcards and kept {still} of the {sum(kept['instruct'])} "
+            f"general answers the instruct model got right ({retention_file.name})")  # fmt: skip

@@ -11,6 +11,7 @@ can take its place: edit or replace `feedback/round-<n>.jsonl` (TRL's preference
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from toyllm.checkpoint import read_marker
 from toyllm.data import DataFolder, answerable, as_data_folder, load_data
 from toyllm.defaults import LABEL_SAMPLES, MAX_NEW_TOKENS
 from toyllm.errors import UserError
-from toyllm.evaluate import evaluate_checkpoints, judge_accuracy
+from toyllm.evaluate import DEFAULT_ASKING, Asking, evaluate_checkpoints, judge_accuracy
 from toyllm.files import atomic_write_text
 from toyllm.generation import normalise, sampled_answers
 from toyllm.model import load_weights
@@ -33,15 +34,23 @@ def feedback_paths(output_dir: Path, round_number: int) -> tuple[Path, Path]:
     return folder / f"round-{round_number}.jsonl", folder / f"preference-{round_number + 1}.jsonl"
 
 
+@dataclass(frozen=True)
+class Labelling:
+    """How the simulated labeller reads a policy: answers sampled per prompt, the seed of round 1 (round n draws with
+    seed + n), and the longest answer."""
+
+    samples: int = LABEL_SAMPLES
+    seed: int = 0
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+
 def label_round(
     policy_dir: str | Path,
     data: DataFolder | str | Path,
     round_number: int,
     output_dir: str | Path,
-    samples: int = LABEL_SAMPLES,
-    seed: int = 0,
+    labelling: Labelling = Labelling(),
     overwrite: bool = False,
-    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> tuple[Path, Path]:
     """Sample the policy's answers to the PPO prompts, label them, write round n's pairs and round n + 1's judge file.
 
@@ -53,16 +62,17 @@ def label_round(
     missing = [str(p) for n in range(1, round_number) if not (p := feedback_paths(output_dir, n)[0]).is_file()]
     if missing:
         raise UserError(f"{missing[0]}: not found; the judge learns from every round so far, so label them in order")
-    source = {"policy": (read_marker(policy_dir) or {}).get("fingerprint", str(policy_dir)), "samples": samples,
-              "seed": seed}  # fmt: skip
-    if max_new_tokens != MAX_NEW_TOKENS:
-        source["max_new_tokens"] = max_new_tokens
+    source = {"policy": (read_marker(policy_dir) or {}).get("fingerprint", str(policy_dir)),
+              "samples": labelling.samples, "seed": labelling.seed}  # fmt: skip
+    if labelling.max_new_tokens != MAX_NEW_TOKENS:
+        source["max_new_tokens"] = labelling.max_new_tokens
     meta_path = pairs_path.with_suffix(".json")
     kept = json.loads(meta_path.read_text()) if pairs_path.is_file() and meta_path.is_file() else None
     if pairs_path.is_file() and kept != source and not overwrite:
         raise UserError(f"{pairs_path}: labelled from another policy; pass --overwrite to label this one anew")
     if kept != source:
-        rows = labelled_pairs(policy_dir, data, samples, seed + round_number, max_new_tokens)
+        rows = labelled_pairs(policy_dir, data, labelling.samples, labelling.seed + round_number,
+                              labelling.max_new_tokens)  # fmt: skip
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(pairs_path, "".join(json.dumps(row) + "\n" for row in rows))
         atomic_write_text(meta_path, json.dumps(source) + "\n")
@@ -102,21 +112,23 @@ def round_metrics(
     output_dir: Path,
     data: DataFolder,
     rounds: int,
-    judge_dir: Path,
     evaluated: dict[Path, dict] | None = None,
     table: StageTable = TABLE,
-    **asking,
+    asking: Asking = DEFAULT_ASKING,
 ) -> list[dict]:
     """Per feedback round: how well that round's judge ranks the labeller's verdicts on its own policy's answers (the
-    new feedback), and that policy's held-out exact match, judge score (by `judge_dir`) and well-formed share.
+    new feedback), and that policy's held-out exact match, score by the last round's judge and well-formed share.
     `evaluated` holds checkpoints already measured against the same judge (the last round's policy): not measured
-    again. `asking` is evaluate_checkpoints' (samples, max_new_tokens), as the last round was measured.
+    again. `asking`'s samples and answer length are the last round's; each policy is asked in chat, with no general
+    questions.
     """
     evaluated = evaluated or {}
     policies = [Path(output_dir) / round_name(table.round_policy, n) for n in range(1, rounds + 1)]
     missing = {str(path): path for path in policies if path not in evaluated}
-    asking = asking | {"judge_pairs": 0}  # the judge's accuracy on the human pairs is the report's, measured once
-    measured = evaluate_checkpoints(missing, data.file("eval"), judge_dir, data=data, **asking)[0] if missing else {}
+    # The judge's accuracy on the human pairs is the report's, measured once.
+    asking = replace(asking, asked={}, judge_pairs=0, retention_file=None)
+    judge_dir = Path(output_dir) / round_name(table.round_judge, rounds)
+    measured = evaluate_checkpoints(missing, data.file("eval"), judge_dir, data, asking)[0] if missing else {}
     rows = []
     for n, policy in enumerate(policies, start=1):
         stage = evaluated.get(policy) or measured[str(policy)]

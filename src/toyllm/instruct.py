@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
-from toyllm.card import write_model_card
+from toyllm.card import Made, write_model_card
 from toyllm.checkpoint import is_finished, move_into, write_marker
 from toyllm.model import fit_to_tokenizer, load_weights
 from toyllm.model_source import carry_source, file_digest, is_gguf, model_folder
@@ -52,8 +52,8 @@ def build_instruct_stage(model: str, output_dir: str | Path, stage: str, overwri
     weights.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     source = carry_source(model_folder(model), scratch)
-    write_model_card(scratch, stage, "none (as it comes)", base_model=model, model_name=output_dir.name,
-                     table=REAL_MODEL_TABLE, source=source)  # fmt: skip
+    made = Made(stage, "none (as it comes)", base_model=model, source=source)
+    write_model_card(scratch, made, output_dir.name, REAL_MODEL_TABLE)
     move_into(scratch, output_dir)
     write_marker(output_dir, stage, fingerprint)
     return output_dir

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toyllm.data import DataFolder
-from toyllm.evaluate import evaluate_checkpoints
+from toyllm.evaluate import DEFAULT_ASKING, Asking, evaluate_checkpoints
 from toyllm.feedback import round_metrics
 from toyllm.files import atomic_write_text
 from toyllm.plots import plot_metrics, plot_rl, plot_rounds, plot_training, read_log_history, save_figure
@@ -185,40 +186,45 @@ def _plots_section(report_dir: Path, figures: list[tuple]) -> list[str]:
     return ["", "## Plots", *lines] if lines else []
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What the report tells of a run besides its evaluation: each stage's folder (its training curves), the seconds
+    each step took, the feedback rounds (0: none), the story's data folder (the well-formed gauge, the judge's pairs,
+    the rounds), the stage table, and a real model's recipe folder."""
+
+    stage_dirs: dict[str, str | Path]
+    seconds: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    data: DataFolder | None = None
+    table: StageTable = TABLE
+    recipes: Path | None = None
+
+
 def evaluate_and_report(
     checkpoints: dict[str, str | Path],
     eval_file: str | Path,
     reward_model_dir: str | Path | None,
     output_dir: str | Path,
-    stage_dirs: dict[str, str | Path],
-    seconds: dict[str, float] | None = None,
-    asked: dict[str, str] | None = None,
-    rounds: int = 0,
-    data: DataFolder | None = None,
-    table: StageTable = TABLE,
-    retention_file: str | Path | None = None,
-    **asking,
+    run: RunRecord,
+    asking: Asking = DEFAULT_ASKING,
 ) -> tuple[dict, str, Path]:
-    """Evaluate the checkpoints, write `<output_dir>/report/metrics.json` and the report; return the metrics, the
-    comparison table and the report's path. `data`, the story's folder, completes the diagnostics (see
-    evaluate_checkpoints) and is needed for feedback rounds; `retention_file` and `asking` are evaluate_checkpoints'.
-    """
+    """Evaluate the checkpoints as `asking` says, write `<output_dir>/report/metrics.json` and the report; return the
+    metrics, the comparison table and the report's path."""
     start = time.perf_counter()
     stages, responses, continuations, judge = evaluate_checkpoints(
-        checkpoints, eval_file, reward_model_dir, asked, data, retention_file, **asking
+        checkpoints, eval_file, reward_model_dir, run.data, asking
     )
-    seconds = seconds or {}
     metrics = {"stages": stages, "responses": responses, "continuations": continuations, "judge": judge}
-    if data is not None:
-        metrics["data_dir"] = str(data.path.resolve())  # the story the run was trained on: `toyllm app` reads it
-    if rounds:
+    if run.data is not None:
+        metrics["data_dir"] = str(run.data.path.resolve())  # the story the run was trained on: `toyllm app` reads it
+    if run.recipes is not None:
+        metrics["recipes"] = str(run.recipes)
+    if run.rounds:
         evaluated = {Path(path): stages[name] for name, path in checkpoints.items()}
-        metrics["rounds"] = round_metrics(
-            Path(output_dir), data, rounds, Path(reward_model_dir), evaluated, table, **asking
-        )
-    metrics["seconds"] = {**seconds, "evaluate": round(time.perf_counter() - start, 2)}
+        metrics["rounds"] = round_metrics(Path(output_dir), run.data, run.rounds, evaluated, run.table, asking)
+    metrics["seconds"] = {**run.seconds, "evaluate": round(time.perf_counter() - start, 2)}
     report_dir = Path(output_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    report = write_report(output_dir, metrics, stage_dirs, table)
+    report = write_report(output_dir, metrics, run.stage_dirs, run.table)
     return metrics, format_comparison(stages, responses), report
