@@ -13,6 +13,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, preference_pairs
+from toyllm.data_checks import Fit
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.replay import replay_answers, replay_pairs
@@ -64,8 +65,8 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     )
     train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
     if script_args.replay_prompts_dataset_name:
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
-                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
+        fit = Fit(tokenizer, training_args.max_length, reserve=script_args.replay_max_new_tokens)
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", fit)
         answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
         train_dataset = replay_pairs(train_dataset, answers, script_args.replay_pairs_rejected, training_args.seed)
     fit_schedule(script_args, training_args, len(train_dataset))

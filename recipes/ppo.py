@@ -61,17 +61,10 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     train_dataset = fill_rollout_batch(train_dataset, training_args)
     check_ppo_setup(training_args, model_args.model_name_or_path, world_size())
 
-    def tokenize(row: dict) -> dict:
-        prompt = row["prompt"]
-        if isinstance(prompt, str):
-            prompt = [{"role": "user", "content": prompt}]
-        return {"input_ids": tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]}
-
-    # PPO wants input_ids and nothing else
     prompt_rows = train_dataset.to_list()
-    train_dataset = train_dataset.map(tokenize, remove_columns=train_dataset.column_names)
-    if eval_dataset is not None:
-        eval_dataset = eval_dataset.map(tokenize, remove_columns=eval_dataset.column_names)
+    train_dataset, eval_dataset = (
+        prompt_ids(d, tokenizer) if d is not None else None for d in (train_dataset, eval_dataset)
+    )
 
     # Models: policy and frozen reference from the SFT checkpoint, judge and value model from the reward checkpoint
     policy = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
@@ -92,14 +85,32 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         peft_config=get_peft_config(model_args),
     )
     if script_args.gold_data_dir:  # the labeller's verdict, logged beside the judge's score (gold/agreement)
-        known = answerable(prompt_rows, DataFolder(script_args.gold_data_dir).known_answers())
-        if known:
-            trainer.gold = (chat_prompts(tokenizer, [q for q, _ in known]), [a for _, a in known])
-        else:
-            logger.warning(f"gold_data_dir: {script_args.gold_data_dir} knows no answer to these prompts; "
-                           "gold/agreement is not logged")  # fmt: skip
+        trainer.gold = gold_answers(script_args.gold_data_dir, prompt_rows, tokenizer)
     trainer.train()
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+
+
+def prompt_ids(dataset, tokenizer):
+    """PPO wants input_ids and nothing else: each prompt in the chat template, ready for the answer."""
+
+    def tokenize(row: dict) -> dict:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        return {"input_ids": tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]}
+
+    return dataset.map(tokenize, remove_columns=dataset.column_names)
+
+
+def gold_answers(gold_data_dir: str, prompt_rows: list[dict], tokenizer) -> tuple | None:
+    """The labeller's known answers to these prompts, as chat prompts and answers; None (and a warning) if none."""
+    known = answerable(prompt_rows, DataFolder(gold_data_dir).known_answers())
+    if not known:
+        logger.warning(
+            f"gold_data_dir: {gold_data_dir} knows no answer to these prompts; gold/agreement is not logged"
+        )
+        return None
+    return chat_prompts(tokenizer, [q for q, _ in known]), [a for _, a in known]
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from trl.data_utils import is_conversational
 from toyllm.args import RecipeArguments, allow_padding_free, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text
+from toyllm.data_checks import Fit
 from toyllm.errors import UserError, exit_on_user_error
-from toyllm.learned import Asked, StopWhenLearned
+from toyllm.learned import stop_when_learned
 from toyllm.model import context_length, load_causal_lm
 from toyllm.replay import mix_replay, replay_answers, replayed
 from toyllm.resume import checkpoint_marker
@@ -104,11 +105,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     train_dataset, eval_dataset = load_splits(
         script_args, stage.data, tokenizer, training_args.max_length, training_args.eval_strategy != "no"
     )
-    if training_args.assistant_only_loss and not is_conversational(train_dataset[0]):
-        raise UserError(
-            f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
-            "set assistant_only_loss: false (the loss then covers the completion)"
-        )
+    check_loss_fits_rows(script_args, training_args, train_dataset[0])
     flashcard_rows = train_dataset
     train_dataset, replay_rows, flashcard_share = mix_rows(script_args, training_args, train_dataset, model, tokenizer)
     train_dataset, eval_dataset = fit_loss_to_template(
@@ -121,21 +118,26 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     allow_padding_free(training_args)
 
     # Training
-    callbacks = [checkpoint_marker(fingerprint)]
-    if script_args.stop_when_learned_every:
-        asked = (Asked.of(flashcard_rows, tokenizer), Asked.of(replay_rows, tokenizer))
-        callbacks.append(StopWhenLearned(*asked, every=script_args.stop_when_learned_every))
+    learned = stop_when_learned(script_args.stop_when_learned_every, flashcard_rows, replay_rows, tokenizer)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[checkpoint_marker(fingerprint), *learned],
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     save_stage(trainer, stage.name, fingerprint, model_args.model_name_or_path, script_args.dataset_name)
+
+
+def check_loss_fits_rows(script_args: SFTScriptArguments, training_args: SFTConfig, row: dict) -> None:
+    if training_args.assistant_only_loss and not is_conversational(row):
+        raise UserError(
+            f"assistant_only_loss: true needs conversational rows, and {script_args.dataset_name} holds plain text; "
+            "set assistant_only_loss: false (the loss then covers the completion)"
+        )
 
 
 def mix_rows(script_args: SFTScriptArguments, training_args: SFTConfig, flashcards, model, tokenizer) -> tuple:
@@ -143,12 +145,12 @@ def mix_rows(script_args: SFTScriptArguments, training_args: SFTConfig, flashcar
     replayed rows, and the flashcards' share of the rows."""
     rows, replay_rows, flashcard_share = flashcards, [], 1.0
     if script_args.ptx_dataset_name:
-        texts = load_data(script_args.ptx_dataset_name, "pretrain", tokenizer, training_args.max_length)
+        texts = load_data(script_args.ptx_dataset_name, "pretrain", Fit(tokenizer, training_args.max_length))
         rows = mix_pretraining_text(rows, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues)
         flashcard_share *= 1 - script_args.ptx_fraction
     if script_args.replay_prompts_dataset_name:
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", tokenizer, training_args.max_length,
-                            reserve=script_args.replay_max_new_tokens)  # fmt: skip
+        fit = Fit(tokenizer, training_args.max_length, reserve=script_args.replay_max_new_tokens)
+        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", fit)
         answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
         mixed = mix_replay(rows, answers, script_args.replay_fraction, training_args.seed)
         if len(mixed) > len(rows):  # else nothing was replayed

@@ -16,7 +16,7 @@ from toyllm.recipes import ppo, sft
 from toyllm.args import parse_recipe_args
 from toyllm.config_checks import check_config_file
 from toyllm.data import DataFolder, load_data
-from toyllm.data_checks import read_rows
+from toyllm.data_checks import Fit, read_rows
 from toyllm.errors import UserError
 from toyllm.ppo import check_ppo_setup, fill_rollout_batch
 from toyllm.toy import train_word_level_tokenizer
@@ -127,11 +127,11 @@ def test_row_longer_than_the_context_is_reported_with_its_length(tmp_path, toy_t
     path = tmp_path / "eval.jsonl"
     path.write_text(line({"prompt": question, "reference": "alice", "split": "trained"}))
     with pytest.raises(UserError) as error:
-        load_data(path, "eval", toy_tokenizer, max_length=64)
+        load_data(path, "eval", Fit(toy_tokenizer, 64))
     assert error.value.problems == [
         f"{path}:1: row is 73 tokens, longer than the model's context (64); shorten it or set truncate_long_rows: true"
     ]
-    assert len(load_data(path, "eval", toy_tokenizer, max_length=64, truncate=True)) == 1
+    assert len(load_data(path, "eval", Fit(toy_tokenizer, 64, truncate=True))) == 1
 
 
 def test_prompt_plus_answer_must_fit_for_ppo(tmp_path, toy_tokenizer):
@@ -140,14 +140,14 @@ def test_prompt_plus_answer_must_fit_for_ppo(tmp_path, toy_tokenizer):
     with pytest.raises(
         UserError, match=r"row is 53 tokens, longer than the model's context \(64 - 12 for the answer\)"
     ):
-        load_data(path, "prompts", toy_tokenizer, max_length=64, reserve=12)
+        load_data(path, "prompts", Fit(toy_tokenizer, 64, reserve=12))
 
 
 def test_words_the_vocabulary_lacks_would_silently_become_unk(tmp_path, toy_tokenizer):
     path = tmp_path / "sft.jsonl"
     path.write_text(line({"messages": msgs(("user", "who did alice meet"), ("assistant", "alice met a spaceship"))}))
     with pytest.raises(UserError) as error:
-        load_data(path, "flashcards", toy_tokenizer, max_length=64)
+        load_data(path, "flashcards", Fit(toy_tokenizer, 64))
     assert error.value.problems == [
         f"{path}:1: messages[0].content: words not in the vocabulary: meet (they would become [UNK]; rebuild the "
         "vocabulary with this file)",

@@ -180,14 +180,7 @@ def build_app(output_dir: str | Path, data_dir: str | Path | None = None):
             seed = gr.Number(value=0, precision=0, label="Seed")
         if examples:
             gr.Examples(examples, inputs=question)
-        outputs = []
-        with gr.Row(equal_height=True):
-            for column in run.columns:
-                with gr.Column(min_width=160):
-                    gr.Markdown(f"**{column.name}**  \n`{' '.join(column.generate_flags(0)) or 'greedy'}`")
-                    outputs.append(gr.Textbox(label="answer", lines=3, interactive=False,
-                                              elem_id=f"answer-{column.name}"))  # fmt: skip
-                    outputs.append(gr.Markdown(elem_id=f"verdict-{column.name}"))
+        outputs = _answer_columns(gr, run)
         with gr.Accordion("The run's tables and plots", open=False):
             gr.Markdown(run.report_text())
             for plot in run.plots():
@@ -207,6 +200,18 @@ def build_app(output_dir: str | Path, data_dir: str | Path | None = None):
         question.submit(on_ask, inputs, outputs)
     page.run = run
     return page
+
+
+def _answer_columns(gr, run: RunApp) -> list:
+    """A column per stage: its name and `toyllm generate` flags, its answers, and the judge's verdicts."""
+    outputs = []
+    with gr.Row(equal_height=True):
+        for column in run.columns:
+            with gr.Column(min_width=160):
+                gr.Markdown(f"**{column.name}**  \n`{' '.join(column.generate_flags(0)) or 'greedy'}`")
+                outputs.append(gr.Textbox(label="answer", lines=3, interactive=False, elem_id=f"answer-{column.name}"))
+                outputs.append(gr.Markdown(elem_id=f"verdict-{column.name}"))
+    return outputs
 
 
 SPACE_APP = """# toyllm app as a Hugging Face Space: every stage of the run in run/ answering side by side.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toyllm.data import DataFolder
-from toyllm.data_checks import check_against_tokenizer, read_rows
+from toyllm.data_checks import Fit, check_against_tokenizer, read_rows
 from toyllm.errors import UserError
 from toyllm.model_source import checkpoint_tokenizer, is_local_model
 from toyllm.report import RunRecord, evaluate_and_report
@@ -21,7 +21,7 @@ def check_eval_fits(folders: dict[str, str | Path], eval_file: str | Path) -> No
     for name, folder in folders.items():
         tokenizer = checkpoint_tokenizer(folder)
         try:
-            check_against_tokenizer(eval_file, "eval", rows, tokenizer, tokenizer.model_max_length)
+            check_against_tokenizer(eval_file, "eval", rows, Fit(tokenizer, tokenizer.model_max_length))
         except UserError as error:
             problems += [f"{name}: {problem}" for problem in error.problems]
     if problems:

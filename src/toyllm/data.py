@@ -12,7 +12,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, interleave_datasets, load_dataset
 from trl.data_utils import pack_dataset
 
-from toyllm.data_checks import as_messages, check_against_tokenizer, last_content, read_rows
+from toyllm.data_checks import Fit, as_messages, check_against_tokenizer, last_content, read_rows
 from toyllm.errors import UserError, from_hub
 from toyllm.generation import normalise
 from toyllm.stages import DataKind
@@ -155,16 +155,13 @@ def answerable(prompt_rows: list[dict], answers: dict[str, str]) -> list[tuple[s
 def load_data(
     name_or_path: str | Path,
     kind: DataKind,
-    tokenizer=None,
-    max_length: int | None = None,
-    truncate: bool = False,
-    reserve: int = 0,
+    fit: Fit | None = None,
     split: str = "train",
     config_name: str | None = None,
 ) -> Dataset:
     """A local JSONL file (checked row by row first, see toyllm.data_checks), or a dataset id on the Hub.
 
-    With a tokenizer, rows longer than `max_length` (minus `reserve` tokens kept for generation) are errors unless
+    With a `fit`, rows longer than its `max_length` (minus `reserve` tokens kept for generation) are errors unless
     `truncate` is set, and so are words the vocabulary does not know. A JSONL file is one split, `train`.
     """
     path = Path(name_or_path)
@@ -174,8 +171,8 @@ def load_data(
     if split != "train":
         raise UserError(f"{path}: a JSONL file has one split, 'train', not '{split}'; give a Hub dataset or a file")
     rows = read_rows(path, kind)
-    if tokenizer is not None and max_length is not None:
-        check_against_tokenizer(path, kind, rows, tokenizer, max_length, truncate=truncate, reserve=reserve)
+    if fit is not None:
+        check_against_tokenizer(path, kind, rows, fit)
     return as_chat_rows(load_dataset("json", data_files=str(path), split=split), kind, path)
 
 
@@ -204,9 +201,9 @@ def as_chat_rows(dataset, kind: DataKind, name) -> Dataset:
 def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluate: bool, reserve: int = 0):
     """A recipe's (train, eval) datasets, as TRL's scripts pick them: `dataset_name` and `dataset_config`, the
     `dataset_train_split`, and the `dataset_test_split` only when the trainer evaluates (else None)."""
-    options = dict(truncate=script_args.truncate_long_rows, reserve=reserve, config_name=script_args.dataset_config)
-    name = script_args.dataset_name
-    train = load_data(name, kind, tokenizer, max_length, split=script_args.dataset_train_split, **options)
+    fit = Fit(tokenizer, max_length, truncate=script_args.truncate_long_rows, reserve=reserve)
+    name, config_name = script_args.dataset_name, script_args.dataset_config
+    train = load_data(name, kind, fit, script_args.dataset_train_split, config_name)
     held_out = script_args.test_split_size
     if held_out is not None:
         if not evaluate:
@@ -225,7 +222,7 @@ def load_splits(script_args, kind: DataKind, tokenizer, max_length: int, evaluat
             f"eval_strategy: {name} is a JSONL file with no '{script_args.dataset_test_split}' split to evaluate on; "
             "set test_split_size: 0.1 to hold a tenth of its rows out, or eval_strategy: no"
         )
-    return train, load_data(name, kind, tokenizer, max_length, split=script_args.dataset_test_split, **options)
+    return train, load_data(name, kind, fit, script_args.dataset_test_split, config_name)
 
 
 def pack_text(dataset: Dataset, block_size: int, copies: int, seed: int) -> Dataset:

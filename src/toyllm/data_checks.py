@@ -10,7 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jinja2.exceptions import TemplateError
 
@@ -255,18 +257,23 @@ def unknown_words(tokenizer, text: str) -> list[str]:
     return [word for word in text.split() if unk in tokenizer(word, add_special_tokens=False)["input_ids"]]
 
 
-def check_against_tokenizer(
-    path: str | Path,
-    kind: DataKind,
-    rows: list[tuple[int, dict]],
-    tokenizer,
-    max_length: int,
-    truncate: bool = False,
-    reserve: int = 0,
-    unknown_words_ok: bool = False,
-) -> None:
+@dataclass(frozen=True)
+class Fit:
+    """What the rows of a file must fit: the tokenizer that reads them, at most `max_length` tokens with `reserve` of
+    them left for generation (`truncate`: a longer row is cut while training, not refused), and, unless
+    `unknown_words_ok`, no word the vocabulary lacks."""
+
+    tokenizer: Any
+    max_length: int
+    truncate: bool = False
+    reserve: int = 0
+    unknown_words_ok: bool = False
+
+
+def check_against_tokenizer(path: str | Path, kind: DataKind, rows: list[tuple[int, dict]], fit: Fit) -> None:
     """Rows that do not fit the context (with `reserve` tokens left for generation) and, unless `unknown_words_ok`,
     words the vocabulary lacks."""
+    tokenizer, max_length, reserve = fit.tokenizer, fit.max_length, fit.reserve
     problems: list[str] = []
     unk = tokenizer.unk_token_id
     for line, row in rows:
@@ -275,13 +282,13 @@ def check_against_tokenizer(
         except TemplateError as error:  # the template refuses the row, e.g. Gemma's "System role not supported"
             problems.append(f"{path}:{line}: the model's chat template refuses this row: {error}")
             continue
-        if not truncate and longest + reserve > max_length:
+        if not fit.truncate and longest + reserve > max_length:
             room = f"{max_length} - {reserve} for the answer" if reserve else str(max_length)
             problems.append(
                 f"{path}:{line}: row is {longest} tokens, longer than the model's context ({room}); "
                 "shorten it or set truncate_long_rows: true"
             )
-        if unk is None or kind == "pretrain" or unknown_words_ok:
+        if unk is None or kind == "pretrain" or fit.unknown_words_ok:
             continue
         for key in ("messages", "prompt", "completion", "chosen", "rejected", "reference"):
             if key not in row:

@@ -27,7 +27,7 @@ from toyllm.args import parse_recipe_args
 from toyllm.checkpoint import is_finished, stage_fingerprint
 from toyllm.config_checks import check_model_path
 from toyllm.data import DataFolder, as_data_folder
-from toyllm.data_checks import check_against_tokenizer, unknown_words
+from toyllm.data_checks import Fit, check_against_tokenizer, unknown_words
 from toyllm.defaults import FEEDBACK_ROUNDS, LABEL_SAMPLES
 from toyllm.errors import UserError
 from toyllm.evaluate import DEFAULT_ASKING, Asking, learned_and_kept
@@ -313,7 +313,7 @@ def check_eval_rows(data: DataFolder, rows: list, tokenizer) -> None:
     """Eval rows longer than the context are errors; words the vocabulary lacks (it is built from the training files
     only, so evaluation never changes what is trained) are named in one line and read as the unknown token."""
     eval_file = data.file("eval")
-    check_against_tokenizer(eval_file, "eval", rows, tokenizer, tokenizer.model_max_length, unknown_words_ok=True)
+    check_against_tokenizer(eval_file, "eval", rows, Fit(tokenizer, tokenizer.model_max_length, unknown_words_ok=True))
     unknown = dict.fromkeys(word for _, row in rows for key in ("prompt", "reference")
                             for word in unknown_words(tokenizer, row[key]))  # fmt: skip
     if unknown:

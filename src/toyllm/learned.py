@@ -72,3 +72,10 @@ class StopWhenLearned(TrainerCallback):
         if answered == 1.0 and state.global_step < state.max_steps:
             logger.info(f"step {state.global_step}: every flashcard answered; training stops")
             control.should_training_stop = True
+
+
+def stop_when_learned(every: int, flashcard_rows, replay_rows, tokenizer) -> list[TrainerCallback]:
+    """SFT's callback that asks its own flashcards (and the replay's prompts) every `every` steps; none for 0."""
+    if not every:
+        return []
+    return [StopWhenLearned(Asked.of(flashcard_rows, tokenizer), Asked.of(replay_rows, tokenizer), every)]

@@ -29,6 +29,8 @@ EXTRA_KEYS = [
     ("rewards/margins", "reward margin", False),
     ("accuracy", "pairwise accuracy", True),
     ("rewards/accuracies", "preference accuracy", True),
+    ("flashcards/answered", "flashcards answered", True),  # SFT's stop_when_learned_every checks
+    ("replay/kept", "replay answers kept", True),
 ]
 SMOOTH_FROM = 30  # PPO curves with at least this many steps get a moving average
 
@@ -100,38 +102,42 @@ def plot_training(histories: dict[str, list[dict]]) -> Figure | None:
     figure, axes = _new_figure(rows, cols, 2.9)
     figure.suptitle("Training curves", fontsize=12)
     for ax, name in zip(axes, stages):
-        history = histories[name]
-        ax.plot(*series(history, "loss"), color="C0", label="train loss")
-        if series(history, "eval_loss")[1]:
-            ax.plot(*series(history, "eval_loss"), color="C0", linestyle="--", marker="o", label="eval loss")
-        left_label, right = "loss", None
-        for number, (key, label, on_right) in enumerate(EXTRA_KEYS, start=1):
-            steps, values = series(history, key)
-            if not values:
-                continue
-            if on_right:
-                right = right or ax.twinx()
-                right.plot(steps, values, color=f"C{number}", label=label)
-            else:
-                ax.plot(steps, values, color=f"C{number}", label=label)
-                left_label = "loss / margin"
-        ax.set_title(name, fontsize=11)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(left_label)
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if right is not None:
-            right.set_ylim(-0.03, 1.03)
-            right.set_ylabel("accuracy")
-            more = right.get_legend_handles_labels()
-            handles, labels = handles + more[0], labels + more[1]
-        if len(handles) > 1:
-            # below the panel: inside, it would hide a curve somewhere
-            ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=len(handles),
-                      frameon=False, handlelength=1.5, columnspacing=1.0)  # fmt: skip
+        _training_panel(ax, name, histories[name])
     for ax in axes[len(stages) :]:
         ax.set_visible(False)
     return figure
+
+
+def _training_panel(ax, name: str, history: list[dict]) -> None:
+    """One stage's loss, with its eval loss and the EXTRA_KEYS it logged (shares on a 0..1 axis on the right)."""
+    ax.plot(*series(history, "loss"), color="C0", label="train loss")
+    if series(history, "eval_loss")[1]:
+        ax.plot(*series(history, "eval_loss"), color="C0", linestyle="--", marker="o", label="eval loss")
+    left_label, right = "loss", None
+    for number, (key, label, on_right) in enumerate(EXTRA_KEYS, start=1):
+        steps, values = series(history, key)
+        if not values:
+            continue
+        if on_right:
+            right = right or ax.twinx()
+            right.plot(steps, values, color=f"C{number}", label=label)
+        else:
+            ax.plot(steps, values, color=f"C{number}", label=label)
+            left_label = "loss / margin"
+    ax.set_title(name, fontsize=11)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(left_label)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        right.set_ylim(-0.03, 1.03)
+        right.set_ylabel("accuracy")
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if len(handles) > 1:
+        # below the panel: inside, it would hide a curve somewhere
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=len(handles),
+                  frameon=False, handlelength=1.5, columnspacing=1.0)  # fmt: skip
 
 
 def plot_rl(histories: dict[str, list[dict]]) -> Figure | None:

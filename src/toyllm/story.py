@@ -89,54 +89,63 @@ def parse_story(path: Path) -> Story:
             paragraph.clear()
 
     for number, raw in enumerate(text.splitlines(), start=1):
-        line, where = raw.strip(), f"{path}:{number}"
+        line = raw.strip()
         if line.startswith("#"):
             end_paragraph()
-            level, title = len(line) - len(line.lstrip("#")), line.lstrip("#").strip()
-            if level == 1:
-                continue  # the title
-            # "## Held out", "## Flashcard questions", "## Unseen": a section is known by its first word
-            first = title.lower().replace("held out", "held-out").split(maxsplit=1)[0] if title else ""
-            key = next((name for name in SECTIONS if name.split()[0].rstrip("s") == first.rstrip("s")), None)
-            if key is None:
-                raise UserError(f"{where}: unknown section {title!r}: a story file has the sections "
-                                f"{', '.join(repr(s.capitalize()) for s in SECTIONS)}")  # fmt: skip
-            if key in seen_sections:
-                raise UserError(f"{where}: a second {title!r} section; put its lines under the first")
-            section = SECTIONS[key]
-            seen_sections.add(key)
-            continue
-        if section is None or not line:
-            end_paragraph()
-            continue  # before the first section: the title and notes
-        if section == "story":
+            section = _section(line, f"{path}:{number}", seen_sections) or section
+        elif section is None or not line:
+            end_paragraph()  # before the first section: the title and notes
+        elif section == "story":
             paragraph.append(line)
-            continue
-        label, _, value = line.lstrip("-*").strip().partition(":")  # a Markdown bullet before "Q:" is read past
-        label, value = LABELS.get(label.strip().lower()), value.strip()
-        if label is None or not value:
-            raise UserError(f"{where}: expected 'Q: question', 'A: answer' or 'Not: a wrong answer', got {line!r}")
-        if label == "q":
-            if cards and cards[-1].answer is None:
-                raise UserError(f"{path}:{cards[-1].line}: question {cards[-1].question!r} has no 'A:' line")
-            cards.append(Card(value, None, number, section))
-        elif not cards or cards[-1].split != section or (label == "a" and cards[-1].answer is not None):
-            raise UserError(f"{where}: {label.upper() if label != 'not' else 'Not'}: line without its 'Q:' line "
-                            "above it")  # fmt: skip
-        elif label == "a":
-            cards[-1].answer = value
-        elif section == "unseen":
-            raise UserError(f"{where}: 'Not:' under an unseen question: unseen questions are in no training file")
-        elif cards[-1].answer is None:
-            raise UserError(f"{where}: 'Not:' before the 'A:' line of {cards[-1].question!r}")
         else:
-            cards[-1].wrong.append(value)
+            _card_line(cards, line, path, number, section)
     end_paragraph()
     if cards and cards[-1].answer is None:
         raise UserError(f"{path}:{cards[-1].line}: question {cards[-1].question!r} has no 'A:' line")
     story = Story(sentences, cards)
     _check_story(path, story)
     return story
+
+
+def _section(line: str, where: str, seen_sections: set[str]) -> str | None:
+    """The section a "##" heading opens (None for the "#" title): "## Held out", "## Flashcard questions",
+    "## Unseen" are known by their first word."""
+    level, title = len(line) - len(line.lstrip("#")), line.lstrip("#").strip()
+    if level == 1:
+        return None
+    first = title.lower().replace("held out", "held-out").split(maxsplit=1)[0] if title else ""
+    key = next((name for name in SECTIONS if name.split()[0].rstrip("s") == first.rstrip("s")), None)
+    if key is None:
+        raise UserError(f"{where}: unknown section {title!r}: a story file has the sections "
+                        f"{', '.join(repr(s.capitalize()) for s in SECTIONS)}")  # fmt: skip
+    if key in seen_sections:
+        raise UserError(f"{where}: a second {title!r} section; put its lines under the first")
+    seen_sections.add(key)
+    return SECTIONS[key]
+
+
+def _card_line(cards: list[Card], line: str, path: Path, number: int, section: str) -> None:
+    """A "Q:", "A:" or "Not:" line of a questions section, added to the cards."""
+    where = f"{path}:{number}"
+    label, _, value = line.lstrip("-*").strip().partition(":")  # a Markdown bullet before "Q:" is read past
+    label, value = LABELS.get(label.strip().lower()), value.strip()
+    if label is None or not value:
+        raise UserError(f"{where}: expected 'Q: question', 'A: answer' or 'Not: a wrong answer', got {line!r}")
+    if label == "q":
+        if cards and cards[-1].answer is None:
+            raise UserError(f"{path}:{cards[-1].line}: question {cards[-1].question!r} has no 'A:' line")
+        cards.append(Card(value, None, number, section))
+    elif not cards or cards[-1].split != section or (label == "a" and cards[-1].answer is not None):
+        raise UserError(f"{where}: {label.upper() if label != 'not' else 'Not'}: line without its 'Q:' line "
+                        "above it")  # fmt: skip
+    elif label == "a":
+        cards[-1].answer = value
+    elif section == "unseen":
+        raise UserError(f"{where}: 'Not:' under an unseen question: unseen questions are in no training file")
+    elif cards[-1].answer is None:
+        raise UserError(f"{where}: 'Not:' before the 'A:' line of {cards[-1].question!r}")
+    else:
+        cards[-1].wrong.append(value)
 
 
 def _check_story(path: Path, story: Story) -> None:
