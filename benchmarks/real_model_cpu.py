@@ -74,11 +74,12 @@ def sft_batches(steps: int):
     from toyllm.recipes import sft
     from trl import SFTTrainer
 
-    from toyllm.args import allow_padding_free, parse_recipe_args
+    from toyllm.args import parse_recipe_args
     from toyllm.data import load_data, load_splits
     from toyllm.model import load_causal_lm
     from toyllm.replay import mix_replay, replay_answers
     from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
+    from toyllm.versions import allow_padding_free
 
     args = ["--config", str(YAMLS / "sft.yaml"), "--output_dir", tempfile.mkdtemp(), "--max_steps", str(steps),
             "--model_name_or_path", str(GGUF)]  # fmt: skip

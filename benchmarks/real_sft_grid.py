@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--out", default="", help="a name for this grid's results file")
     parser.add_argument("--demo", action="store_true", help="run the whole `toyllm demo --model` (RL stages too)")
     parser.add_argument("--one", nargs=2, metavar=("DATA", "SEED"), help=argparse.SUPPRESS)  # a run's own process
-    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help="the folder of the runs' checkpoints (default: a new temporary one)")
     args = parser.parse_args()
     if args.one:
         name, seed = args.one
@@ -173,7 +173,9 @@ def main() -> None:
     if not GGUF.exists():
         sys.exit(f"{GGUF} is missing: make real-model fetches it")
     out = REPO / "benchmarks" / f"real_sft_grid{'-' + args.out if args.out else ''}.json"
-    scratch = Path(tempfile.mkdtemp(prefix="real-sft-grid-"))  # each run's checkpoints stay there, for reading
+    # Each run's checkpoints stay there, for reading; a stage already finished there for the same settings is not
+    # trained again (so `--scratch` of an earlier grid and a DPO lever trains DPO alone).
+    scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="real-sft-grid-"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     runs = []
     for name in args.data:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import RecipeArguments, allow_padding_free, fit_schedule, parse_recipe_args, steps_for_passes
+from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text
 from toyllm.data_checks import Fit
@@ -24,6 +24,7 @@ from toyllm.replay import mix_replay, replay_answers, replayed
 from toyllm.resume import checkpoint_marker
 from toyllm.stages import STAGE
 from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
+from toyllm.versions import allow_padding_free
 
 
 @dataclass

@@ -20,13 +20,14 @@ from stage_chain import RECIPES
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl import ModelConfig, SFTTrainer
 
-from toyllm.args import allow_padding_free, parse_recipe_args
+from toyllm.args import parse_recipe_args
 from toyllm.data import load_data
 from toyllm.generation import greedy_answers, normalise
 from toyllm.merge import merge_adapter
 from toyllm.model import load_causal_lm, load_weights
 from toyllm.model_source import model_folder
 from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
+from toyllm.versions import allow_padding_free
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
-from trl import ScriptArguments, SFTConfig, TrlParser
+from trl import ScriptArguments, TrlParser
 
 from toyllm.config_checks import check_config_file, check_flags, check_model_path, check_report_to, check_supported
 from toyllm.errors import UserError
@@ -111,14 +111,6 @@ def steps_for_passes(
     training_args.max_steps = max(min_steps, int(round(steps, 6)))  # 0.6 x 8 is 4.800000000000001
     logger.info(f"{flashcards} flashcards, {share:.0%} of the rows, each seen ~{passes:g} times: training for "
                 f"{training_args.max_steps} steps")  # fmt: skip
-
-
-def allow_padding_free(training_args: SFTConfig) -> None:
-    """TRL 1.12 refuses `padding_free` with a `max_length` unless it packs, because it then truncates nothing. Every
-    row of a local file was checked against max_length as it was read (a replay prompt with room for its answer), so
-    none needs truncating: max_length is dropped once the rows are loaded. Rows of a Hub dataset are trained whole."""
-    if training_args.padding_free and not training_args.packing:
-        training_args.max_length = None
 
 
 def _config_path(args: list[str]) -> str | None:

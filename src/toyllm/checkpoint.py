@@ -78,12 +78,19 @@ def _input_identity(key: str, value: str) -> str:
     return marker["fingerprint"] if marker else value
 
 
-# What each fingerprint made in this process hashes: the stage marker keeps it, so that a refusal can name the fields
-# that differ between a finished checkpoint and the run that would replace it.
-_hashed_inputs: dict[str, dict] = {}
+class Fingerprint(str):
+    """A stage's hash, carrying what it hashed: the stage marker keeps that, so that a refusal can name the fields
+    that differ between a finished checkpoint and the run that would replace it."""
+
+    inputs: dict | None
+
+    def __new__(cls, digest: str, inputs: dict | None = None):
+        fingerprint = super().__new__(cls, digest)
+        fingerprint.inputs = inputs
+        return fingerprint
 
 
-def stage_fingerprint(*parsed_args) -> str:
+def stage_fingerprint(*parsed_args) -> Fingerprint:
     """A hash of the config, the data file and the checkpoints the stage starts from (not of where they lie)."""
     values = {}
     for obj in parsed_args:
@@ -96,9 +103,7 @@ def stage_fingerprint(*parsed_args) -> str:
             values.pop("per_device_train_batch_size") * values.pop("gradient_accumulation_steps", 1) * world_size()
         )
     text = json.dumps(values, sort_keys=True, default=str)
-    fingerprint = hashlib.sha256(text.encode()).hexdigest()
-    _hashed_inputs[fingerprint] = json.loads(text)
-    return fingerprint
+    return Fingerprint(hashlib.sha256(text.encode()).hexdigest(), json.loads(text))
 
 
 def _differences(old: dict | None, new: dict | None) -> str:
@@ -127,7 +132,7 @@ def is_finished(folder: str | Path, fingerprint: str, overwrite: bool) -> bool:
     if marker["fingerprint"] == fingerprint:
         return True
     if not overwrite:
-        differences = _differences(marker.get("inputs"), _hashed_inputs.get(fingerprint))
+        differences = _differences(marker.get("inputs"), getattr(fingerprint, "inputs", None))
         raise UserError(
             f"{folder}: holds a finished {marker['stage']} checkpoint made from a different config, data or seed"
             f"{differences}; pass --overwrite to replace it, or choose another output folder"
@@ -162,8 +167,8 @@ def begin_stage(script_args, training_args, *other_args) -> str | None:
 
 def write_marker(folder: str | Path, stage: str, fingerprint: str) -> None:
     marker = {"stage": stage, "fingerprint": fingerprint}
-    if fingerprint in _hashed_inputs:
-        marker["inputs"] = _hashed_inputs[fingerprint]
+    if getattr(fingerprint, "inputs", None) is not None:
+        marker["inputs"] = fingerprint.inputs
     atomic_write_text(Path(folder) / MARKER, json.dumps(marker) + "\n")
 
 

@@ -69,6 +69,8 @@ class StopWhenLearned(TrainerCallback):
         if kept is not None:
             entry["replay/kept"] = kept
         state.log_history.append(entry)
+        kept_text = f", replay answers kept {kept:.2f}" if kept is not None else ""
+        logger.info(f"step {state.global_step}: flashcards answered {answered:.2f}{kept_text}")
         if answered == 1.0 and state.global_step < state.max_steps:
             logger.info(f"step {state.global_step}: every flashcard answered; training stops")
             control.should_training_stop = True

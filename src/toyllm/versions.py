@@ -1,5 +1,6 @@
-"""What differs between the library versions toyllm accepts, in one place: each entry names the library, the
-versions and the upstream change, so that dropping a version is an edit here.
+"""What differs between the library versions toyllm accepts, and the workarounds for the pinned ones, in one place:
+each entry names the library, the versions and the upstream behaviour, so that dropping a version is an edit here.
+(PPO's own workarounds live with it in toyllm.ppo; the library messages silenced, in toyllm.quiet.)
 """
 
 from __future__ import annotations
@@ -40,3 +41,11 @@ def require_module(name: str) -> None:
     """A UserError, one line, when a stage's module is missing from the installed libraries."""
     if not has_module(name):
         raise UserError(missing_module_reason(name))
+
+
+def allow_padding_free(training_args) -> None:
+    """TRL 1.12 refuses `padding_free` with a `max_length` unless it packs, because it then truncates nothing. Every
+    row of a local file was checked against max_length as it was read (a replay prompt with room for its answer), so
+    none needs truncating: max_length is dropped once the rows are loaded. Rows of a Hub dataset are trained whole."""
+    if training_args.padding_free and not training_args.packing:
+        training_args.max_length = None
