@@ -36,6 +36,7 @@ FOLDERS = {
     "bike-shop-faq": REPO / "benchmarks" / "data" / "bike-shop-faq.md",
     "kettle-manual": REPO / "benchmarks" / "data" / "kettle-manual.md",
 }
+RECIPES = None  # the recipe folder (--recipes; None: the shipped recipes/smollm2-135m/)
 GOAL = {"sft_trained": 0.9, "sft_retention": 0.9, "dpo_held_out": 0.5, "dpo_retention": 0.9}
 
 
@@ -57,7 +58,7 @@ def train(stage: str, data: Path, output_dir: Path, seed: int, levers: list[str]
     from toyllm.args import parse_recipe_args
     from toyllm.demo import real_model_chain, stage_overrides
 
-    chain = real_model_chain(str(GGUF))
+    chain = real_model_chain(str(GGUF), RECIPES)
     recipe = importlib.import_module(f"toyllm.recipes.{chain.table[stage].recipe}")
     extra = [f"--{key}={value}" for name, key, value in (_lever(lever) for lever in levers) if name == stage]
     args = stage_overrides(stage, data, output_dir, seed, chain=chain) + ["--report_to", "none", *extra]
@@ -85,7 +86,7 @@ def ask_all(output_dir: Path, data: Path) -> dict:
     from toyllm.model_source import checkpoint_tokenizer
 
     rows = load_data(data / "eval.jsonl", "eval").to_list()
-    retention = load_data(real_model_chain(str(GGUF)).asking.retention_file, "eval").to_list()
+    retention = load_data(real_model_chain(str(GGUF), RECIPES).asking.retention_file, "eval").to_list()
     result = {}
     for stage in ("instruct", "sft", "dpo"):
         path = output_dir / stage
@@ -121,7 +122,7 @@ def whole_demo(name: str, data: Path, output_dir: Path, seed: int) -> dict:
     from toyllm.demo import real_model_chain, run_demo
 
     start = time.perf_counter()
-    metrics = run_demo(data, output_dir, seed, chain=real_model_chain(str(GGUF)))
+    metrics = run_demo(data, output_dir, seed, chain=real_model_chain(str(GGUF), RECIPES))
     stages, seconds = metrics["stages"], metrics["seconds"]
     result = measured(name, seed, output_dir, seconds["sft"], seconds["dpo"]) | {
         "demo_seconds": time.perf_counter() - start
@@ -158,10 +159,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--set", dest="levers", action="append", default=[], metavar="STAGE.KEY=VALUE")
     parser.add_argument("--out", default="", help="a name for this grid's results file")
+    parser.add_argument("--recipes", help="a recipe folder in place of recipes/smollm2-135m/ (as toyllm demo takes)")
     parser.add_argument("--demo", action="store_true", help="run the whole `toyllm demo --model` (RL stages too)")
     parser.add_argument("--one", nargs=2, metavar=("DATA", "SEED"), help=argparse.SUPPRESS)  # a run's own process
     parser.add_argument("--scratch", help="the folder of the runs' checkpoints (default: a new temporary one)")
     args = parser.parse_args()
+    global RECIPES
+    RECIPES = args.recipes
     if args.one:
         name, seed = args.one
         source = FOLDERS.get(name, Path(name))
@@ -183,6 +187,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", name, str(seed), "--scratch", str(scratch)]
             command += [f"--set={lever}" for lever in args.levers]
             command += ["--demo"] if args.demo else []
+            command += ["--recipes", args.recipes] if args.recipes else []
             done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 sys.exit(f"{name} seed {seed} failed:\n{done.stderr[-3000:]}")

@@ -1,5 +1,5 @@
-"""SFT that watches what it teaches: every so many steps the flashcards' own questions are asked greedily, and the
-replay's general prompts too, and training stops once every flashcard is answered word for word.
+"""SFT that watches what it teaches: every so many steps the flashcards' own questions are asked greedily, and a sample
+of the replay's general prompts too, and training stops once every flashcard is answered word for word.
 
 Only the training rows are asked (no evaluation question leaks into training). Both shares are written into the
 log history (`flashcards/answered`, `replay/kept`), so the log, `trainer_state.json` and the report's training plot
@@ -76,8 +76,13 @@ class StopWhenLearned(TrainerCallback):
             control.should_training_stop = True
 
 
+REPLAY_ASKED = 8  # replayed answers asked at each check: a sample (a real model's 32 answers cost ~20 s on a CPU)
+
+
 def stop_when_learned(every: int, flashcard_rows, replay_rows, tokenizer) -> list[TrainerCallback]:
-    """SFT's callback that asks its own flashcards (and the replay's prompts) every `every` steps; none for 0."""
+    """SFT's callback that asks its own flashcards (and a sample of the replay's prompts) every `every` steps; none
+    for 0."""
     if not every:
         return []
-    return [StopWhenLearned(Asked.of(flashcard_rows, tokenizer), Asked.of(replay_rows, tokenizer), every)]
+    replay_sample = list(replay_rows)[:REPLAY_ASKED]
+    return [StopWhenLearned(Asked.of(flashcard_rows, tokenizer), Asked.of(replay_sample, tokenizer), every)]
