@@ -162,8 +162,12 @@ def main() -> None:
     parser.add_argument("--recipes", help="a recipe folder in place of recipes/smollm2-135m/ (as toyllm demo takes)")
     parser.add_argument("--demo", action="store_true", help="run the whole `toyllm demo --model` (RL stages too)")
     parser.add_argument("--one", nargs=2, metavar=("DATA", "SEED"), help=argparse.SUPPRESS)  # a run's own process
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print these results files as a Markdown table")
     parser.add_argument("--scratch", help="the folder of the runs' checkpoints (default: a new temporary one)")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(args.table))
+        return
     global RECIPES
     RECIPES = args.recipes
     if args.one:
@@ -197,6 +201,21 @@ def main() -> None:
                                        "levers": args.levers, "runs": runs}, indent=1) + "\n")  # fmt: skip
     met = sum(run["goal_met"] for run in runs)
     print(f"goal met on {met} of {len(runs)} runs; {out}")
+
+
+def markdown_table(paths: list[str]) -> str:
+    """The runs of these results files as RESULTS.md's table."""
+    lines = ["| data | seed | SFT trained | SFT retention | SFT steps (budget) | SFT s | DPO held-out | DPO retention "
+             "| DPO s | peak GB | goal |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for path in paths:
+        for run in json.loads(Path(path).read_text())["runs"]:
+            lines.append(
+                f"| {run['data']} | {run['seed']} | {run['sft_trained']:.2f} | {run['sft_retention']:.2f} | "
+                f"{run['sft_steps']} ({run['sft_budget']}) | {run['sft_seconds']:.0f} | {run['dpo_held_out']:.2f} | "
+                f"{run['dpo_retention']:.2f} | {run['dpo_seconds']:.0f} | {run['peak_mb'] / 1024:.1f} | "
+                f"{'met' if run['goal_met'] else 'not met'} |"
+            )
+    return "\n".join(lines)
 
 
 def summary(run: dict) -> str:
