@@ -75,7 +75,7 @@ def sft_batches(steps: int):
     from trl import SFTTrainer
 
     from toyllm.args import parse_recipe_args
-    from toyllm.data import load_data, load_splits
+    from toyllm.data import load_splits
     from toyllm.model import load_causal_lm
     from toyllm.replay import mix_replay, replay_answers
     from toyllm.tokenizer import fit_loss_to_template, load_tokenizer
@@ -87,8 +87,7 @@ def sft_batches(steps: int):
     tokenizer = load_tokenizer(model_args)
     model = load_causal_lm(model_args.model_name_or_path, model_args, tokenizer)
     train, _ = load_splits(script_args, "flashcards", tokenizer, training_args.max_length, False)
-    prompts = load_data(script_args.replay_prompts_dataset_name, "prompts")
-    answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+    answers = replay_answers(script_args, model, tokenizer, training_args.max_length)
     train = mix_replay(train, answers, script_args.replay_fraction, training_args.seed)
     (train,) = fit_loss_to_template(tokenizer, training_args, "smollm2", train)
     allow_padding_free(training_args)

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from toyllm.args import PreferenceArguments, fit_schedule, parse_recipe_args
+from toyllm.args import PreferenceArguments, ReplayArguments, fit_schedule, parse_recipe_args
 from toyllm.checkpoint import begin_stage, save_stage
-from toyllm.data import load_data, load_splits, preference_pairs
-from toyllm.data_checks import Fit
+from toyllm.data import load_splits, preference_pairs
 from toyllm.errors import exit_on_user_error
 from toyllm.model import context_length, load_causal_lm
 from toyllm.replay import replay_answers, replay_pairs
@@ -23,21 +22,9 @@ from toyllm.tokenizer import load_tokenizer
 
 
 @dataclass
-class DPOScriptArguments(PreferenceArguments):
+class DPOScriptArguments(PreferenceArguments, ReplayArguments):
     dataset_name: str = field(default="data/preference.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
-    replay_prompts_dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; each answer "
-            "is preferred over replay_pairs_rejected of the story's answers, so DPO keeps answering the rest of the "
-            "world as it did."
-        },  # fmt: skip
-    )
     replay_pairs_rejected: int = field(default=1, metadata={"help": "Story answers rejected per general prompt."})
-    replay_max_new_tokens: int = field(
-        default=48,
-        metadata={"help": "The longest replay answer, in tokens; a longer one is cut after its last whole sentence."},
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,9 +52,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     )
     train_dataset = preference_pairs(script_args, train_dataset, training_args.seed)
     if script_args.replay_prompts_dataset_name:
-        fit = Fit(tokenizer, training_args.max_length, reserve=script_args.replay_max_new_tokens)
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", fit)
-        answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+        answers = replay_answers(script_args, model, tokenizer, training_args.max_length)
         train_dataset = replay_pairs(train_dataset, answers, script_args.replay_pairs_rejected, training_args.seed)
     fit_schedule(script_args, training_args, len(train_dataset))
 

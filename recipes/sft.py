@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from trl.data_utils import is_conversational
 
-from toyllm.args import RecipeArguments, fit_schedule, parse_recipe_args, steps_for_passes
+from toyllm.args import ReplayArguments, fit_schedule, parse_recipe_args, steps_for_passes
 from toyllm.checkpoint import begin_stage, save_stage
 from toyllm.data import load_data, load_splits, mix_pretraining_text
 from toyllm.data_checks import Fit
@@ -28,7 +28,7 @@ from toyllm.versions import allow_padding_free
 
 
 @dataclass
-class SFTScriptArguments(RecipeArguments):
+class SFTScriptArguments(ReplayArguments):
     dataset_name: str = field(default="data/sft.jsonl", metadata={"help": "JSONL file or Hub dataset id."})
     ptx_dataset_name: str | None = field(
         default=None, metadata={"help": "Pretraining text ({'text'} rows) to mix into SFT as answers to cue words."}
@@ -44,18 +44,7 @@ class SFTScriptArguments(RecipeArguments):
         },  # fmt: skip
     )
 
-    replay_prompts_dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training; its "
-            "answers are mixed into SFT (self-distillation replay) so it keeps answering everything else as before."
-        },  # fmt: skip
-    )
     replay_fraction: float = field(default=0.25, metadata={"help": "The share of the mixed rows that are replay."})
-    replay_max_new_tokens: int = field(
-        default=48,
-        metadata={"help": "The longest replay answer, in tokens; a longer one is cut after its last whole sentence."},
-    )
     flashcard_passes: float = field(
         default=0,
         metadata={
@@ -150,9 +139,7 @@ def mix_rows(script_args: SFTScriptArguments, training_args: SFTConfig, flashcar
         rows = mix_pretraining_text(rows, texts, script_args.ptx_fraction, training_args.seed, script_args.ptx_cues)
         flashcard_share *= 1 - script_args.ptx_fraction
     if script_args.replay_prompts_dataset_name:
-        fit = Fit(tokenizer, training_args.max_length, reserve=script_args.replay_max_new_tokens)
-        prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", fit)
-        answers = replay_answers(prompts, model, tokenizer, script_args.replay_max_new_tokens)
+        answers = replay_answers(script_args, model, tokenizer, training_args.max_length)
         mixed = mix_replay(rows, answers, script_args.replay_fraction, training_args.seed)
         if len(mixed) > len(rows):  # else nothing was replayed
             flashcard_share *= 1 - script_args.replay_fraction

@@ -84,6 +84,24 @@ class PreferenceArguments(RecipeArguments):
             raise ValueError(f"other_answers_rejected: {self.other_answers_rejected}; a number of pairs, 0 or more")
 
 
+@dataclass
+class ReplayArguments(RecipeArguments):
+    """What SFT and DPO add to keep a chat model's general answers: self-distillation replay (toyllm.replay)."""
+
+    replay_prompts_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "General prompts ({'prompt'} rows) the starting model answers itself before training: SFT mixes "
+            "its answers into the rows, DPO prefers each over story answers, so the model keeps answering the rest "
+            "of the world as it did."
+        },  # fmt: skip
+    )
+    replay_max_new_tokens: int = field(
+        default=48,
+        metadata={"help": "The longest replay answer, in tokens; a longer one is cut after its last whole sentence."},
+    )
+
+
 def fit_schedule(script_args: RecipeArguments, training_args: TrainingArguments, num_rows: int) -> None:
     """`min_steps`: an epoch-based schedule tuned on one data size starves a smaller file (the same epochs over a
     tenth of the rows are a tenth of the steps). When `num_train_epochs` would give fewer than `min_steps` optimizer

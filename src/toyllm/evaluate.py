@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, pipeline, set_seed
 
-from toyllm.data import DataFolder, flashcard_turns, load_data
+from toyllm.data import DataFolder, load_data
 from toyllm.data_checks import as_messages, last_content
 from toyllm.defaults import EVAL_SAMPLES, MAX_NEW_TOKENS
 from toyllm.generation import (
@@ -25,6 +25,7 @@ from toyllm.generation import (
     sampled_answers,
     text_prompts,
 )
+from toyllm.learned import Asked
 from toyllm.model import load_weights
 from toyllm.model_source import checkpoint_tokenizer
 
@@ -304,19 +305,18 @@ def answer_rows(model, tokenizer, rows: list[dict], how: str, judge, asking: Ask
 
 @torch.no_grad()
 def learned_and_kept(sft_dir: Path, instruct_dir: Path, data: DataFolder, asking: Asking) -> str:
-    """One line on what SFT did to a real instruct model: the flashcards it answers word for word (their own
-    questions, as it was taught them) and the general questions it still answers, of those the instruct model did."""
-    retention_file, max_new_tokens = asking.retention_file, asking.max_new_tokens
+    """One line on what SFT did to a real instruct model: the flashcards it answers word for word, asked as SFT's
+    checks ask them (toyllm.learned), and the general questions it still answers, of those the instruct model did."""
+    retention_file = asking.retention_file
     rows = load_data(retention_file, "eval").to_list()
-    flashcards = [flashcard_turns(row) for row in load_data(data.file("flashcards"), "flashcards")]
     kept = {}
     for name, path in (("instruct", instruct_dir), ("sft", sft_dir)):
         tokenizer, model = checkpoint_tokenizer(path), load_weights(AutoModelForCausalLM, path).eval()
-        answers = greedy_answers(model, tokenizer, [row["prompt"] for row in rows], max_new_tokens)
+        answers = greedy_answers(model, tokenizer, [row["prompt"] for row in rows], asking.max_new_tokens)
         kept[name] = [contains(answer, right_answers(row)) for answer, row in zip(answers, rows)]
-    questions = [last_content(question) for question, _ in flashcards]
-    said = greedy_answers(model, tokenizer, questions, max_new_tokens)  # SFT's, loaded last
-    learned = sum(normalise(a) == normalise(last_content(answer)) for a, (_, answer) in zip(said, flashcards))
+    flashcards = Asked.of(load_data(data.file("flashcards"), "flashcards"), tokenizer)  # SFT's, loaded last
+    learned = flashcards.answered(model, tokenizer)
     still = sum(before and after for before, after in zip(kept["instruct"], kept["sft"]))
-    return (f"sft learned {learned} of {len(flashcards)} flashcards and kept {still} of the {sum(kept['instruct'])} "
+    instruct_right = sum(kept["instruct"])
+    return (f"sft learned {learned} of {len(flashcards.prompts)} flashcards and kept {still} of the {instruct_right} "
             f"general answers the instruct model got right ({retention_file.name})")  # fmt: skip

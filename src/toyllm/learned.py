@@ -42,11 +42,13 @@ class Asked:
         longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers), default=0)
         return cls(prompts, answers, longest + 4)  # the end of turn, and a word tokenized otherwise in context
 
+    def answered(self, model, tokenizer) -> int:
+        """How many of the questions the model answers word for word (greedy)."""
+        said = generate_answers(model, tokenizer, self.prompts, self.max_new_tokens) if self.prompts else []
+        return sum(normalise(a) == normalise(b) for a, b in zip(said, self.answers))
+
     def share_answered(self, model, tokenizer) -> float | None:
-        if not self.prompts:
-            return None
-        said = generate_answers(model, tokenizer, self.prompts, self.max_new_tokens)
-        return sum(normalise(a) == normalise(b) for a, b in zip(said, self.answers)) / len(self.prompts)
+        return self.answered(model, tokenizer) / len(self.prompts) if self.prompts else None
 
 
 class StopWhenLearned(TrainerCallback):

@@ -10,16 +10,21 @@ import random
 
 from datasets import Dataset, concatenate_datasets, interleave_datasets
 
-from toyllm.data_checks import as_messages
+from toyllm.data import load_data
+from toyllm.data_checks import Fit, as_messages
 from toyllm.generation import finished_answers
 
 logger = logging.getLogger(__name__)
 
 
-def replay_answers(prompts: Dataset, model, tokenizer, max_new_tokens: int) -> list[tuple[list[dict], str]]:
-    """The model's greedy answer to each prompt, with the prompt as messages. An answer that runs past
-    `max_new_tokens` is cut after its last whole sentence (left out if it has none): cut mid-sentence, it would teach
-    the model to stop there, and left out, the replay would keep only the model's shortest answers."""
+def replay_answers(script_args, model, tokenizer, max_length: int) -> list[tuple[list[dict], str]]:
+    """The model's greedy answer to each prompt of `script_args.replay_prompts_dataset_name` (each checked to leave
+    room for its answer within `max_length`), with the prompt as messages. An answer that runs past
+    `replay_max_new_tokens` is cut after its last whole sentence (left out if it has none): cut mid-sentence, it would
+    teach the model to stop there, and left out, the replay would keep only the model's shortest answers."""
+    max_new_tokens = script_args.replay_max_new_tokens
+    fit = Fit(tokenizer, max_length, reserve=max_new_tokens)
+    prompts = load_data(script_args.replay_prompts_dataset_name, "prompts", fit)
     questions = [as_messages(row["prompt"], "user") for row in prompts]
     prompt_ids = [tokenizer.apply_chat_template(q, add_generation_prompt=True)["input_ids"] for q in questions]
     answers = finished_answers(model, tokenizer, prompt_ids, max_new_tokens)
